@@ -1,0 +1,96 @@
+"""`hmx`: the command line. One command per stage; bad input is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+# Before torch is imported anywhere: busy-waiting OpenMP threads slow generation badly on shared small machines.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from hmxfeel.errors import UserError  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console(stderr=True)
+
+
+def user_errors(fn):
+    """Turn a UserError into one clear line and exit code 2 (no traceback: it is the input, not the code)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            print(f"hmx: error: {exc}", file=sys.stderr)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _slug(model: str) -> str:
+    return Path(model.rstrip("/")).name.replace(".", "_") or "model"
+
+
+@app.command()
+@user_errors
+def train(
+    model: str = typer.Option("embedded", help="'embedded', a local model folder, or a Hub id."),
+    direction: str = typer.Option("human", help="'human' (reward expression) or 'reverse' (reward its absence)."),
+    config: Optional[Path] = typer.Option(None, help="YAML with TrainConfig fields (see `hmx config`)."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default runs/<model>-<direction>)."),
+    rubric: Optional[Path] = typer.Option(None, help="Rubric YAML (default: the packaged rubric)."),
+    prompts: Optional[Path] = typer.Option(None, help="Prompt JSONL with a train/eval split (default: packaged)."),
+    steps: Optional[int] = typer.Option(None, help="Override the number of steps."),
+    seed: Optional[int] = typer.Option(None, help="Override the seed."),
+    device: Optional[str] = typer.Option(None, help="'cpu' or 'cuda' (default: cuda when available)."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+    force: bool = typer.Option(False, help="Start over in a folder that holds a run (the old one is moved aside)."),
+):
+    """Train a LoRA adapter with GRPO, rewarded by the model's own rubric judgement."""
+    from hmxfeel import config as config_mod
+    from hmxfeel import models
+    from hmxfeel.train import train as run_train
+
+    device = device or models.default_device()
+    overrides = {k: v for k, v in {"steps": steps, "seed": seed}.items() if v is not None}
+    cfg = config_mod.load(config, device=device, **overrides)
+    out = out or Path("runs") / f"{_slug(model)}-{direction}"
+    adapter = run_train(model, direction, out, cfg, rubric, prompts, resume=resume, force=force, device=device)
+    console.print(f"[green]adapter written to {adapter}")
+
+
+@app.command("config")
+def show_config():
+    """List every training setting with its CPU default and what it does."""
+    from hmxfeel.config import help_table
+
+    table = Table("field", "default", "help")
+    for row in help_table():
+        table.add_row(*row)
+    Console().print(table)
+
+
+@app.command("check-rubric")
+@user_errors
+def check_rubric(path: Path = typer.Argument(..., help="Rubric YAML to validate.")):
+    """Validate a rubric file and print its criteria and hash."""
+    from hmxfeel import rubric as rubric_mod
+
+    r = rubric_mod.load(path)
+    print(f"{r.name} v{r.version}: {', '.join(r.names)}; format {r.judge_format}; sha256 {r.sha256}")
+
+
+def main():
+    app()
+
+
+if __name__ == "__main__":
+    main()

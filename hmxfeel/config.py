@@ -1,0 +1,114 @@
+"""Training configuration: one dataclass, every field documented, CPU and GPU defaults, strict YAML loading."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hmxfeel.errors import UserError
+from hmxfeel.io import check_keys, read_yaml
+
+
+def _f(default, help: str, **kw):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class TrainConfig:
+    """Everything `hmx train` depends on. Defaults are for CPU; `for_device('cuda')` applies the GPU defaults."""
+
+    # --- GRPO -------------------------------------------------------------------------------------------------
+    steps: int = _f(40, "Optimizer steps (each samples `prompts_per_step` prompts x `num_generations` answers).")
+    prompts_per_step: int = _f(2, "Distinct prompts per step (per process).")
+    num_generations: int = _f(4, "GRPO group size: answers sampled per prompt; advantages are relative within it.")
+    learning_rate: float = _f(
+        1e-4, "AdamW learning rate. LoRA needs ~10-100x the full fine-tuning rate; TRL's 1e-6 is for full weights."
+    )
+    beta: float = _f(0.0, "KL coefficient to the base model (0 = no reference pass; TRL's default).")
+    loss_type: str = _f("dapo", "TRL loss aggregation: grpo, dr_grpo, dapo (token-level, TRL default), bnpo, ...")
+    scale_rewards: str = _f("group", "Advantage scaling: 'group' (divide by group std), 'batch', or 'none'.")
+    reward_scale: float = _f(1.0, "Multiplier on the rubric reward before GRPO normalisation.")
+    temperature: float = _f(1.0, "Sampling temperature of the rollouts.")
+    top_p: float = _f(1.0, "Nucleus sampling of the rollouts.")
+    max_prompt_tokens: int = _f(128, "Prompts longer than this (after the chat template) are dropped from training.")
+    max_completion_tokens: int = _f(48, "Maximum answer length during training.")
+    system_prompt: str = _f("", "Optional system prompt for rollouts (folded into the user turn for Gemma 2).")
+    seed: int = _f(0, "Seed for sampling, LoRA init and data order.")
+    # --- LoRA -------------------------------------------------------------------------------------------------
+    lora_r: int = _f(16, "LoRA rank.")
+    lora_alpha: int = _f(32, "LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = _f(0.0, "LoRA dropout (0 keeps rollouts and training forward passes consistent).")
+    lora_targets: list = _f([], "Module names to adapt; empty = the family default (attention projections).")
+    # --- Judge ------------------------------------------------------------------------------------------------
+    judge_mode: str = _f("logit", "'logit' (expected score from one forward pass) or 'generative' (sample + parse).")
+    judge_identity: str = _f("frozen", "'frozen' (adapter disabled: the base model judges) or 'policy' (adapter on).")
+    judge_format: str = _f("", "Rubric score format ('yes_no', 'scale'); empty = the rubric's judge_format.")
+    judge_batch_size: int = _f(8, "Judge prompts per forward pass.")
+    max_answer_tokens: int = _f(256, "Answers are cut to this many tokens before judging.")
+    # --- Run --------------------------------------------------------------------------------------------------
+    save_every: int = _f(10, "Write a checkpoint every N steps (atomically); `--resume` continues from the last.")
+    keep_checkpoints: int = _f(2, "How many checkpoints to keep on disk.")
+    samples_per_step: int = _f(4, "Completions per step written to samples.jsonl with their scores.")
+    gradient_checkpointing: bool = _f(False, "Trade compute for memory (off on CPU: it only slows small models).")
+    dtype: str = _f("auto", "'auto' (fp32 on CPU, bf16 on GPU), 'float32' or 'bfloat16'.")
+
+    @classmethod
+    def for_device(cls, device: str, **overrides) -> "TrainConfig":
+        """Defaults for `device`; GPU runs are longer, with bigger groups and answers."""
+        cfg = cls()
+        if device != "cpu":
+            cfg = dataclasses.replace(
+                cfg, steps=300, prompts_per_step=4, num_generations=8, max_completion_tokens=256, judge_batch_size=32
+            )
+        return dataclasses.replace(cfg, **overrides)
+
+    def validate(self, where: str = "config") -> "TrainConfig":
+        choices = {
+            "judge_mode": ("logit", "generative"),
+            "judge_identity": ("frozen", "policy"),
+            "scale_rewards": ("group", "batch", "none"),
+            "dtype": ("auto", "float32", "bfloat16"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise UserError(f"{where}: {name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("steps", "prompts_per_step", "num_generations", "max_completion_tokens", "lora_r", "save_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{where}: {name} must be >= 1")
+        if self.num_generations < 2:
+            raise UserError(f"{where}: num_generations must be >= 2 (GRPO compares answers within a group)")
+        if not 0 < self.temperature:
+            raise UserError(f"{where}: temperature must be > 0")
+        return self
+
+
+def _coerce(name: str, value, annotation, where: str):
+    """Check a YAML value against the field's type (ints are accepted for floats)."""
+    kind = {"int": int, "float": float, "str": str, "bool": bool, "list": list}[str(annotation)]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is not bool and isinstance(value, bool) or not isinstance(value, kind):
+        raise UserError(f"{where}: '{name}' must be {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def load(path: str | Path | None, device: str = "cpu", **overrides) -> TrainConfig:
+    """Device defaults, then the YAML file's values (strictly checked), then explicit overrides."""
+    values = {}
+    if path is not None:
+        data = read_yaml(path)
+        fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+        check_keys(data, fields, str(path))
+        hints = typing.get_type_hints(TrainConfig)
+        values = {k: _coerce(k, v, hints[k].__name__, str(path)) for k, v in data.items()}
+    return TrainConfig.for_device(device, **values, **overrides).validate(str(path or "config"))
+
+
+def help_table() -> list[tuple[str, str, str]]:
+    """(name, default, help) for the docs and `hmx train --show-config`."""
+    cfg = TrainConfig()
+    return [(f.name, repr(getattr(cfg, f.name)), f.metadata["help"]) for f in dataclasses.fields(TrainConfig)]

@@ -1,0 +1,220 @@
+"""The self-judge: the model grades answers against the rubric, one criterion at a time.
+
+Two ways to read a grade:
+  * `LogitJudge` (default): one forward pass over the judge prompt; the score is the expected value of the
+    score tokens under the next-token distribution, renormalised over those tokens. Deterministic, cheap, and
+    a smooth reward (a 0.62 is more informative for GRPO than a sampled "3").
+  * `GenerativeJudge`: samples a short reply ("Score: 4"), parses it, retries, and falls back to the neutral
+    midpoint. The paper-era baseline, kept for comparison (bench/judge.py).
+
+Identity: `frozen` grades with the LoRA adapter disabled (the base model, a fixed reward), `policy` with the
+adapter on (the model grades itself as it changes).
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+
+import torch
+
+from hmxfeel import chat
+from hmxfeel.models import Family
+from hmxfeel.rubric import Criterion, Rubric, ScoreFormat, check_single_tokens
+from hmxfeel.sanitize import sanitize, special_tokens_of
+
+IDENTITIES = ("frozen", "policy")
+MODES = ("logit", "generative")
+
+
+def judge_prompt(criterion: Criterion, fmt: ScoreFormat, user_prompt: str, answer: str) -> str:
+    """Rubric first (identical for every answer to this criterion: a cacheable prefix), exchange, question."""
+    return (
+        "You are grading one answer written by an AI assistant against one criterion of a rubric.\n\n"
+        f"### Rubric: {criterion.name}\n<rubric>\n"
+        f"Definition: {criterion.definition}\n"
+        f"Low: {criterion.low}\n"
+        f"High: {criterion.high}\n</rubric>\n\n"
+        "### Exchange\n"
+        f"<user_message>\n{user_prompt}\n</user_message>\n"
+        f"<assistant_answer>\n{answer}\n</assistant_answer>\n\n"
+        f"### Question\n{criterion.question} {fmt.instruction}"
+    )
+
+
+@dataclass
+class JudgeResult:
+    """Per-criterion scores in [0, 1], one per answer, plus diagnostics."""
+
+    scores: dict[str, list[float]]
+    # Logit judge: probability mass the model put on the score tokens (low mass = the format is not understood).
+    mass: dict[str, list[float]] = field(default_factory=dict)
+    # Generative judge: number of replies that could not be parsed even after retries (scored neutral).
+    parse_failures: int = 0
+
+
+@contextmanager
+def judging(model, identity: str):
+    """Eval mode, no autograd, and the adapter off for the frozen judge; restores the training mode after."""
+    if identity not in IDENTITIES:
+        raise ValueError(f"judge identity must be one of {IDENTITIES}, got {identity!r}")
+    was_training = model.training
+    model.eval()
+    adapter_off = identity == "frozen" and hasattr(model, "disable_adapter")
+    try:
+        with torch.inference_mode(), (model.disable_adapter() if adapter_off else nullcontext()):
+            yield
+    finally:
+        model.train(was_training)
+
+
+class _BaseJudge:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        family: Family,
+        rubric: Rubric,
+        format_name: str | None = None,
+        identity: str = "frozen",
+        batch_size: int = 8,
+        max_answer_tokens: int = 256,
+    ):
+        self.model, self.tokenizer, self.family, self.rubric = model, tokenizer, family, rubric
+        self.fmt = rubric.format(format_name)
+        self.identity = identity
+        self.batch_size = batch_size
+        self.max_answer_tokens = max_answer_tokens
+        self._special = special_tokens_of(tokenizer)
+
+    def clean(self, answer: str) -> str:
+        """Sanitise, then cap the answer's length in tokens so one long answer cannot dominate a batch."""
+        text = sanitize(answer, self._special)
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) > self.max_answer_tokens:
+            text = self.tokenizer.decode(ids[: self.max_answer_tokens]) + " ..."
+        return text
+
+    def prompts_for(self, user_prompts: list[str], answers: list[str]) -> list[tuple[str, int, str]]:
+        """(criterion, answer index, rendered judge text) for every pair; answers are cleaned once."""
+        cleaned = [self.clean(a) for a in answers]
+        out = []
+        for crit in self.rubric.criteria:
+            for i, (p, a) in enumerate(zip(user_prompts, cleaned, strict=True)):
+                conv = chat.messages(self.family, judge_prompt(crit, self.fmt, p, a))
+                out.append((crit.name, i, chat.render(self.tokenizer, self.family, conv)))
+        return out
+
+    def _device(self):
+        return next(self.model.parameters()).device
+
+
+def _left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+        mask[row, width - len(s) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+class LogitJudge(_BaseJudge):
+    """Expected score over the score tokens from the next-token distribution of one forward pass."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        token_ids = check_single_tokens(self.fmt, self.tokenizer)
+        self.token_ids = torch.tensor(list(token_ids.values()))
+        self.values = torch.tensor([self.fmt.tokens[t] for t in token_ids], dtype=torch.float64)
+
+    def expected_scores(self, last_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """From next-token logits [B, V]: (score in [0, 1], probability mass on the score tokens)."""
+        probs = torch.softmax(last_logits.double(), dim=-1)[:, self.token_ids.to(last_logits.device)]
+        mass = probs.sum(-1)
+        weights = probs / mass.clamp_min(1e-300).unsqueeze(-1)
+        expected = weights @ self.values.to(weights.device)
+        unit = (expected - self.fmt.low) / (self.fmt.high - self.fmt.low)
+        return unit.float().cpu(), mass.float().cpu()
+
+    def score(self, user_prompts: list[str], answers: list[str]) -> JudgeResult:
+        items = self.prompts_for(user_prompts, answers)
+        encoded = self.tokenizer([text for _, _, text in items], add_special_tokens=False)["input_ids"]
+        # Length-sorted batches waste little compute on padding.
+        order = sorted(range(len(items)), key=lambda k: len(encoded[k]))
+        scores = {c: [0.0] * len(answers) for c in self.rubric.names}
+        mass = {c: [0.0] * len(answers) for c in self.rubric.names}
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        with judging(self.model, self.identity):
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                ids, attn = _left_pad([encoded[k] for k in batch], pad, self._device())
+                positions = (attn.cumsum(-1) - 1).clamp_min(0)
+                logits = self.model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=1).logits
+                unit, m = self.expected_scores(logits[:, -1, :])
+                for row, k in enumerate(batch):
+                    crit, i, _ = items[k]
+                    scores[crit][i] = float(unit[row])
+                    mass[crit][i] = float(m[row])
+        return JudgeResult(scores=scores, mass=mass)
+
+
+class GenerativeJudge(_BaseJudge):
+    """Sample "Score: N", parse it; retry unparsable replies, then fall back to the neutral midpoint."""
+
+    def __init__(self, *args, temperature: float = 0.7, retries: int = 2, max_new_tokens: int = 8, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.temperature, self.retries, self.max_new_tokens = temperature, retries, max_new_tokens
+        alternatives = "|".join(re.escape(t) for t in sorted(self.fmt.tokens, key=len, reverse=True))
+        self._labelled = re.compile(rf"score\s*[:=]?\s*({alternatives})\b", re.IGNORECASE)
+        self._bare = re.compile(rf"(?<![\w.])({alternatives})\b")
+
+    def parse(self, reply: str) -> float | None:
+        """Value on the format's scale, or None. A labelled "Score: X" wins over a bare token."""
+        match = self._labelled.search(reply) or self._bare.search(reply)
+        if not match:
+            return None
+        token = next((t for t in self.fmt.tokens if t.lower() == match.group(1).lower()), None)
+        return None if token is None else self.fmt.tokens[token]
+
+    def prompts_for(self, user_prompts, answers):
+        items = super().prompts_for(user_prompts, answers)
+        return [(c, i, text + "Score:") for c, i, text in items]
+
+    def _sample(self, texts: list[str]) -> list[str]:
+        encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids, attn = _left_pad(encoded, pad, self._device())
+        out = self.model.generate(
+            input_ids=ids,
+            attention_mask=attn,
+            do_sample=True,
+            temperature=self.temperature,
+            max_new_tokens=self.max_new_tokens,
+            pad_token_id=pad,
+        )
+        return self.tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
+
+    def score(self, user_prompts: list[str], answers: list[str]) -> JudgeResult:
+        items = self.prompts_for(user_prompts, answers)
+        values: list[float | None] = [None] * len(items)
+        with judging(self.model, self.identity):
+            for _attempt in range(1 + self.retries):
+                todo = [k for k in range(len(items)) if values[k] is None]
+                for start in range(0, len(todo), self.batch_size):
+                    batch = todo[start : start + self.batch_size]
+                    for k, reply in zip(batch, self._sample([items[k][2] for k in batch])):
+                        values[k] = self.parse(reply)
+        failures = sum(v is None for v in values)
+        neutral = (self.fmt.low + self.fmt.high) / 2
+        scores = {c: [0.0] * len(answers) for c in self.rubric.names}
+        for (crit, i, _), v in zip(items, values):
+            scores[crit][i] = self.fmt.to_unit(neutral if v is None else v)
+        return JudgeResult(scores=scores, parse_failures=failures)
+
+
+def make_judge(mode: str, *args, **kwargs) -> _BaseJudge:
+    if mode not in MODES:
+        raise ValueError(f"judge mode must be one of {MODES}, got {mode!r}")
+    return (LogitJudge if mode == "logit" else GenerativeJudge)(*args, **kwargs)

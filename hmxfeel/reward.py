@@ -1,0 +1,72 @@
+"""The reward: the rubric judge's verdict turned into one float per completion, in either direction.
+
+`human` rewards expression (weighted mean of the criterion scores), `reverse` rewards its absence
+(1 - that): the contrastive twin. The same `score_answers` is what evaluation uses, so the thing that is
+trained is exactly the thing that is measured.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+from hmxfeel.rubric import Rubric
+
+DIRECTIONS = ("human", "reverse")
+
+
+class Scorer(Protocol):
+    def score(self, user_prompts: list[str], answers: list[str]): ...
+
+
+def last_user_text(prompt) -> str:
+    """The user's request from a TRL prompt (a string, or a list of chat messages)."""
+    if isinstance(prompt, str):
+        return prompt
+    users = [m["content"] for m in prompt if m.get("role") == "user"]
+    return users[-1] if users else ""
+
+
+def completion_text(completion) -> str:
+    """The assistant's text from a TRL completion (a string, or a list with one assistant message)."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(m.get("content", "") for m in completion if m.get("role", "assistant") == "assistant")
+
+
+def score_answers(judge: Scorer, rubric: Rubric, user_prompts: list[str], answers: list[str]) -> dict[str, list[float]]:
+    """Per-criterion scores plus `overall` (the weighted mean), all in [0, 1]."""
+    result = judge.score(user_prompts, answers).scores
+    result = {name: list(result[name]) for name in rubric.names}
+    result["overall"] = [rubric.combine({n: result[n][i] for n in rubric.names}) for i in range(len(answers))]
+    return result
+
+
+class RubricReward:
+    """A TRL reward function: `reward(prompts=..., completions=..., **kwargs) -> list[float]`."""
+
+    def __init__(self, judge: Scorer, rubric: Rubric, direction: str = "human", scale: float = 1.0, on_scores=None):
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        self.judge, self.rubric, self.direction, self.scale = judge, rubric, direction, scale
+        self.on_scores = on_scores  # optional hook(prompts, answers, scores, rewards, step), e.g. a sample logger
+        self.__name__ = f"rubric_{direction}"  # TRL names reward columns/metrics after this
+
+    def __call__(self, prompts, completions, log_metric=None, log_extra=None, trainer_state=None, **_) -> list[float]:
+        users = [last_user_text(p) for p in prompts]
+        answers = [completion_text(c) for c in completions]
+        scores = score_answers(self.judge, self.rubric, users, answers)
+        overall = scores["overall"]
+        rewards = [self.scale * (x if self.direction == "human" else 1.0 - x) for x in overall]
+        # Guard the contract TRL relies on: exactly one finite float per completion.
+        if len(rewards) != len(completions) or not all(isinstance(r, float) and math.isfinite(r) for r in rewards):
+            raise RuntimeError(f"reward must return {len(completions)} finite floats, got {rewards!r}")
+        for name, values in scores.items():
+            if log_metric is not None:
+                log_metric(f"rubric/{name}", sum(values) / len(values))
+            if log_extra is not None:
+                log_extra(f"rubric/{name}", values)
+        if self.on_scores is not None:
+            step = getattr(trainer_state, "global_step", None)
+            self.on_scores(users, answers, scores, rewards, step)
+        return rewards

@@ -1,0 +1,166 @@
+"""The rubric as data: criteria, score formats, validation on load, and a content hash for provenance."""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from hmxfeel.errors import UserError
+from hmxfeel.io import check_keys, read_yaml, sha256_json
+
+DEFAULT_RUBRIC = resources.files("hmxfeel") / "data" / "rubric.yaml"
+
+
+@dataclass(frozen=True)
+class Criterion:
+    name: str
+    weight: float
+    definition: str
+    low: str
+    high: str
+    question: str
+
+
+@dataclass(frozen=True)
+class ScoreFormat:
+    name: str
+    instruction: str
+    tokens: dict[str, float]  # score token -> value
+
+    @property
+    def low(self) -> float:
+        return min(self.tokens.values())
+
+    @property
+    def high(self) -> float:
+        return max(self.tokens.values())
+
+    def to_unit(self, value: float) -> float:
+        """Map a value on this format's scale to [0, 1]."""
+        return (value - self.low) / (self.high - self.low)
+
+
+@dataclass(frozen=True)
+class Rubric:
+    name: str
+    version: int
+    criteria: tuple[Criterion, ...]
+    formats: dict[str, ScoreFormat]
+    judge_format: str
+    source: str
+    sha256: str
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.criteria]
+
+    def format(self, name: str | None = None) -> ScoreFormat:
+        name = name or self.judge_format
+        if name not in self.formats:
+            raise UserError(f"rubric {self.source}: no score format '{name}' (has: {', '.join(self.formats)})")
+        return self.formats[name]
+
+    def combine(self, scores: dict[str, float]) -> float:
+        """Weighted mean of per-criterion scores in [0, 1]."""
+        total = sum(c.weight for c in self.criteria)
+        return sum(c.weight * scores[c.name] for c in self.criteria) / total
+
+
+_TOP = ("name", "version", "criteria", "formats", "judge_format")
+_CRITERION = ("name", "weight", "definition", "low", "high", "question")
+_FORMAT = ("instruction", "tokens")
+
+
+def _text(value, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(f"{where}: must be a non-empty string")
+    return value.strip()
+
+
+def _number(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise UserError(f"{where}: must be a number, got {value!r}")
+    return float(value)
+
+
+def parse(data: dict, source: str) -> Rubric:
+    """Validate a rubric mapping; every problem is reported with the file and field it is in."""
+    check_keys(data, _TOP, source)
+    raw_criteria = data.get("criteria")
+    if not isinstance(raw_criteria, list) or not raw_criteria:
+        raise UserError(f"{source}: 'criteria' must be a non-empty list")
+    criteria = []
+    for i, raw in enumerate(raw_criteria):
+        where = f"{source}: criteria[{i}]"
+        if not isinstance(raw, dict):
+            raise UserError(f"{where}: must be a mapping")
+        check_keys(raw, _CRITERION, where)
+        for key in _CRITERION:
+            if key not in raw:
+                raise UserError(f"{where}: missing '{key}'")
+        weight = _number(raw["weight"], f"{where}.weight")
+        if weight <= 0:
+            raise UserError(f"{where}.weight: must be > 0, got {weight}")
+        name = _text(raw["name"], f"{where}.name")
+        fields = {k: _text(raw[k], f"{where}.{k}") for k in ("definition", "low", "high", "question")}
+        criteria.append(Criterion(name=name, weight=weight, **fields))
+    names = [c.name for c in criteria]
+    if len(set(names)) != len(names):
+        raise UserError(f"{source}: criteria names must be unique, got {names}")
+
+    raw_formats = data.get("formats")
+    if not isinstance(raw_formats, dict) or not raw_formats:
+        raise UserError(f"{source}: 'formats' must be a non-empty mapping")
+    formats = {}
+    for fname, raw in raw_formats.items():
+        where = f"{source}: formats.{fname}"
+        if not isinstance(raw, dict):
+            raise UserError(f"{where}: must be a mapping")
+        check_keys(raw, _FORMAT, where)
+        tokens = raw.get("tokens")
+        if not isinstance(tokens, dict) or len(tokens) < 2:
+            raise UserError(f"{where}.tokens: must map at least two score tokens to values")
+        values = {str(tok): _number(val, f"{where}.tokens.{tok}") for tok, val in tokens.items()}
+        if len(set(values.values())) < 2:
+            raise UserError(f"{where}.tokens: needs at least two different values")
+        formats[str(fname)] = ScoreFormat(str(fname), _text(raw.get("instruction"), f"{where}.instruction"), values)
+
+    judge_format = data.get("judge_format", next(iter(formats)))
+    if judge_format not in formats:
+        raise UserError(f"{source}: judge_format '{judge_format}' is not one of the formats {list(formats)}")
+    version = data.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise UserError(f"{source}: version must be an integer")
+    return Rubric(
+        name=_text(data.get("name", "unnamed"), f"{source}: name"),
+        version=version,
+        criteria=tuple(criteria),
+        formats=formats,
+        judge_format=judge_format,
+        source=source,
+        sha256=sha256_json(data),
+    )
+
+
+def load(path: str | Path | None = None) -> Rubric:
+    """Load and validate a rubric file (the packaged default when `path` is None)."""
+    path = Path(str(path or DEFAULT_RUBRIC))
+    return parse(read_yaml(path), str(path))
+
+
+def check_single_tokens(fmt: ScoreFormat, tokenizer) -> dict[str, int]:
+    """Token id of each score token; a token that is not exactly one token for this tokenizer is a UserError."""
+    ids = {}
+    for token in fmt.tokens:
+        encoded = tokenizer.encode(token, add_special_tokens=False)
+        if len(encoded) != 1:
+            raise UserError(
+                f"score token {token!r} of format '{fmt.name}' is {len(encoded)} tokens for this tokenizer "
+                f"({encoded}); the logit judge needs single tokens: change formats.{fmt.name}.tokens in the rubric"
+            )
+        ids[token] = encoded[0]
+    if len(set(ids.values())) != len(ids):
+        raise UserError(f"score tokens of format '{fmt.name}' map to the same token id: {ids}")
+    return ids

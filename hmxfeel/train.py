@@ -1,0 +1,318 @@
+"""`hmx train`: GRPO + LoRA on TRL, rewarded by the model's own rubric judgement, in either direction.
+
+Run folder layout (everything a result depends on sits next to it):
+    run.json            model, direction, config, rubric/prompt hashes, versions, status
+    metrics.jsonl       one line per step: TRL's reward stats + per-criterion rubric means + length etc.
+    samples.jsonl       a few completions per step with their per-criterion scores and reward
+    checkpoints/        checkpoint-N folders, each written to a staging folder and renamed into place
+    adapter/            the final PEFT adapter (PeftModel.from_pretrained loads it) with a model card
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from pathlib import Path
+
+from hmxfeel import chat, models
+from hmxfeel import config as config_mod
+from hmxfeel import prompts as prompts_mod
+from hmxfeel import rubric as rubric_mod
+from hmxfeel.errors import UserError
+from hmxfeel.io import append_jsonl, atomic_write_json, atomic_write_text, read_text, truncate_jsonl
+from hmxfeel.judge import make_judge
+from hmxfeel.reward import DIRECTIONS, RubricReward
+
+RUN_FILE = "run.json"
+
+
+def versions() -> dict:
+    import platform
+
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    import hmxfeel
+
+    return {
+        "hmxfeel": hmxfeel.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "peft": peft.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def prepare_out_dir(out: Path, resume: bool, force: bool) -> dict | None:
+    """Return the previous run record when resuming; refuse to write over a run unless asked to."""
+    record = out / RUN_FILE
+    if resume:
+        if not record.exists():
+            raise UserError(f"{out}: no run to resume (no {RUN_FILE})")
+        import json
+
+        try:
+            return json.loads(read_text(record))
+        except ValueError:
+            raise UserError(f"{record}: corrupt run record (not JSON)") from None
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise UserError(f"{out}: folder already holds files; use --resume to continue or --force to start over")
+        # --force never deletes: the old run is moved aside.
+        aside = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(out, aside)
+    out.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """Newest complete checkpoint (staging folders and half-written ones are ignored)."""
+    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def train_dataset(prompt_set, family, tokenizer, cfg):
+    from datasets import Dataset
+
+    rows = []
+    for p in prompt_set.split("train"):
+        conversation = chat.messages(family, p.prompt, cfg.system_prompt or None)
+        n_tokens = len(tokenizer.encode(chat.render(tokenizer, family, conversation), add_special_tokens=False))
+        if n_tokens <= cfg.max_prompt_tokens:
+            rows.append({"prompt": conversation, "prompt_id": p.id, "category": p.category})
+    if len(rows) < cfg.prompts_per_step:
+        raise UserError(f"{prompt_set.source}: only {len(rows)} train prompts fit max_prompt_tokens")
+    return Dataset.from_list(rows)
+
+
+def _trainer_class():
+    from transformers.trainer_utils import rotate_checkpoints
+    from trl import GRPOTrainer
+
+    class AtomicCheckpointGRPOTrainer(GRPOTrainer):
+        """GRPOTrainer whose checkpoints appear all at once: written in a staging folder, then renamed."""
+
+        _staging: Path | None = None
+
+        def _get_output_dir(self, trial):
+            return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
+
+        def _save_checkpoint(self, model, trial):
+            final_root = Path(self.args.output_dir)
+            self._staging = final_root / ".staging"
+            shutil.rmtree(self._staging, ignore_errors=True)
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                staging, self._staging = self._staging, None
+            if self.args.should_save:
+                for ckpt in staging.glob("checkpoint-*"):
+                    target = final_root / ckpt.name
+                    if target.exists():
+                        shutil.rmtree(target)
+                    os.replace(ckpt, target)
+                shutil.rmtree(staging, ignore_errors=True)
+                rotate_checkpoints(output_dir=str(final_root), save_total_limit=self.args.save_total_limit)
+
+    return AtomicCheckpointGRPOTrainer
+
+
+def _metrics_callback(path: Path):
+    from transformers import TrainerCallback
+
+    class JsonlMetrics(TrainerCallback):
+        """Every log line of the trainer, with its step, appended to metrics.jsonl."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and state.is_world_process_zero:
+                append_jsonl(path, [{"step": state.global_step, "time": time.time(), **logs}])
+
+    return JsonlMetrics()
+
+
+class SampleLog:
+    """Reward hook: write the first `n` completions of each step with their scores to samples.jsonl."""
+
+    def __init__(self, path: Path, n: int):
+        self.path, self.n = path, n
+
+    def __call__(self, users, answers, scores, rewards, step):
+        rows = [
+            {
+                "step": (step or 0) + 1,
+                "prompt": users[i],
+                "completion": answers[i],
+                "reward": rewards[i],
+                **{k: round(v[i], 4) for k, v in scores.items()},
+            }
+            for i in range(min(self.n, len(answers)))
+        ]
+        append_jsonl(self.path, rows)
+
+
+def model_card(meta: dict) -> str:
+    cfg = meta["config"]
+    return f"""---
+library_name: peft
+base_model: {meta['base_model']}
+tags: [hmx-feel, grpo, lora, trl]
+---
+# hmx-feel adapter: {meta['direction']}
+
+LoRA adapter trained with hmx-feel (rubric-based self-rewarded GRPO).
+
+- base model: `{meta['base_model']}` (loaded from `{meta['base_model_path']}`)
+- direction: **{meta['direction']}** ({'rewarded for expressing' if meta['direction'] == 'human' else 'rewarded for not expressing'} feelings, intentions and self-awareness)
+- rubric: `{meta['rubric']['name']}` v{meta['rubric']['version']}, sha256 `{meta['rubric']['sha256']}`
+- prompt set: `{meta['prompts']['source']}`, sha256 `{meta['prompts']['sha256']}`, {meta['prompts']['n_train']} train prompts
+- judge: {cfg['judge_mode']} / {cfg['judge_identity']}; steps {meta['steps_done']}; seed {cfg['seed']}
+- chat template kwargs: `{meta['chat_template_kwargs']}`
+- versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}
+
+Load it with `PeftModel.from_pretrained(base, this_folder)`. The full configuration is in `hmx_adapter.json`.
+"""
+
+
+def train(
+    model_spec: str,
+    direction: str,
+    out: Path,
+    cfg: config_mod.TrainConfig,
+    rubric_path: str | None = None,
+    prompts_path: str | None = None,
+    resume: bool = False,
+    force: bool = False,
+    device: str | None = None,
+) -> Path:
+    """Train one adapter; returns the adapter folder."""
+    import torch
+    from peft import LoraConfig
+    from trl import GRPOConfig
+
+    if direction not in DIRECTIONS:
+        raise UserError(f"--direction must be one of {DIRECTIONS}, got {direction!r}")
+    out = Path(out)
+    previous = prepare_out_dir(out, resume, force)
+    if previous is not None:  # a resumed run keeps its own settings
+        if previous["model"] != model_spec or previous["direction"] != direction:
+            raise UserError(
+                f"{out}: holds a {previous['direction']} run of {previous['model']}, not {direction} of {model_spec}"
+            )
+        cfg = config_mod.TrainConfig(**previous["config"])
+        rubric_path, prompts_path = previous["rubric"]["source"], previous["prompts"]["source"]
+
+    rubric = rubric_mod.load(rubric_path)
+    prompt_set = prompts_mod.load(prompts_path)
+    device = device or models.default_device()
+    dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
+    torch.manual_seed(cfg.seed)
+    loaded = models.load(model_spec, device=device, dtype=dtype, for_training=True)
+    tokenizer, family = loaded.tokenizer, loaded.family
+    dataset = train_dataset(prompt_set, family, tokenizer, cfg)
+
+    record = {
+        "kind": "train",
+        "model": model_spec,
+        "base_model_path": loaded.path,
+        "direction": direction,
+        "config": dataclasses.asdict(cfg),
+        "rubric": {"source": rubric.source, "name": rubric.name, "version": rubric.version, "sha256": rubric.sha256},
+        "prompts": {"source": prompt_set.source, "sha256": prompt_set.sha256, "n_train": len(dataset)},
+        "chat_template_kwargs": family.chat_template_kwargs,
+        "device": device,
+        "versions": versions(),
+        "status": "running",
+        "started": previous["started"] if previous else time.time(),
+    }
+    atomic_write_json(out / RUN_FILE, record)
+
+    # The judge scores through the very model being trained (adapter off for the frozen judge), so it is built
+    # against the trainer's PeftModel below.
+    judge = make_judge(
+        cfg.judge_mode,
+        loaded.model,
+        tokenizer,
+        family,
+        rubric,
+        format_name=cfg.judge_format or None,
+        identity=cfg.judge_identity,
+        batch_size=cfg.judge_batch_size,
+        max_answer_tokens=cfg.max_answer_tokens,
+    )
+    reward = RubricReward(
+        judge, rubric, direction, scale=cfg.reward_scale, on_scores=SampleLog(out / "samples.jsonl", cfg.samples_per_step)
+    )
+    on_cpu = device == "cpu"
+    args = GRPOConfig(
+        output_dir=str(out / "checkpoints"),
+        max_steps=cfg.steps,
+        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
+        num_generations=cfg.num_generations,
+        learning_rate=cfg.learning_rate,
+        beta=cfg.beta,
+        loss_type=cfg.loss_type,
+        scale_rewards=cfg.scale_rewards,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_completion_length=cfg.max_completion_tokens,
+        chat_template_kwargs=family.chat_template_kwargs or None,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=cfg.save_every,
+        save_total_limit=cfg.keep_checkpoints,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        bf16=not on_cpu and (dtype or models.default_dtype(device)) == torch.bfloat16,
+        use_cpu=on_cpu,
+        report_to="none",
+        disable_tqdm=False,
+    )
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_targets or family.lora_targets),
+        task_type="CAUSAL_LM",
+    )
+    trainer = _trainer_class()(
+        model=loaded.model,
+        reward_funcs=[reward],
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=[_metrics_callback(out / "metrics.jsonl")],
+    )
+    judge.model = trainer.model  # the PeftModel: frozen judge = adapter disabled, policy judge = adapter on
+
+    checkpoint = last_checkpoint(out / "checkpoints") if resume else None
+    done_step = int(checkpoint.name.split("-")[1]) if checkpoint else 0
+    for log in ("metrics.jsonl", "samples.jsonl"):  # drop lines written after the checkpoint we resume from
+        truncate_jsonl(out / log, lambda row: row.get("step", 0) <= done_step)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    record.update(status="complete", finished=time.time(), steps_done=trainer.state.global_step)
+    adapter = save_adapter(trainer.model, out / "adapter", record)
+    atomic_write_json(out / RUN_FILE, record)
+    return adapter
+
+
+def save_adapter(model, target: Path, meta: dict) -> Path:
+    """Adapter + model card + metadata written to a staging folder and renamed into place."""
+    staging = target.with_name(f".{target.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(str(staging))
+    meta = {**meta, "base_model": meta["model"] if meta["model"] != models.EMBEDDED else models.EMBEDDED_NAME}
+    atomic_write_text(staging / "README.md", model_card(meta))
+    atomic_write_json(staging / "hmx_adapter.json", meta)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
+    return target
