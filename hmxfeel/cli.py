@@ -88,6 +88,35 @@ def check_rubric(path: Path = typer.Argument(..., help="Rubric YAML to validate.
     print(f"{r.name} v{r.version}: {', '.join(r.names)}; format {r.judge_format}; sha256 {r.sha256}")
 
 
+@app.command("judge-probe")
+@user_errors
+def judge_probe(
+    model: str = typer.Option("embedded", help="'embedded', a local model folder, or a Hub id."),
+    rubric: Optional[Path] = typer.Option(None, help="Rubric YAML (default: packaged)."),
+    probe: Optional[Path] = typer.Option(None, help="Labelled probe JSONL (default: packaged)."),
+    mode: str = typer.Option("logit", help="Judge mode: 'logit' or 'generative'."),
+    limit: Optional[int] = typer.Option(None, help="Items per criterion (default: all)."),
+    out: Optional[Path] = typer.Option(None, help="Also write the rows as JSON here."),
+):
+    """Measure each judge format's AUC on the labelled probe set (to choose the score format)."""
+    from hmxfeel import models
+    from hmxfeel import rubric as rubric_mod
+    from hmxfeel.io import atomic_write_json
+    from hmxfeel.probe import load_probe, probe_judge
+
+    r = rubric_mod.load(rubric)
+    items = load_probe(probe)
+    loaded = models.load(model)
+    rows = probe_judge(loaded, r, mode=mode, probe=items, limit=limit)
+    table = Table("format", "criterion", "n", "AUC", "AUC vs look-alikes", "mean +", "mean -", title=f"judge probe: {model}")
+    for row in rows:
+        table.add_row(row["format"], row["criterion"], str(row["n"]), f"{row['auc']:.3f}", f"{row['auc_lookalike']:.3f}",
+                      f"{row['mean_pos']:.3f}", f"{row['mean_neg']:.3f}")
+    Console().print(table)
+    if out:
+        atomic_write_json(out, {"model": model, "rubric_sha256": r.sha256, "rows": rows})
+
+
 def main():
     app()
 

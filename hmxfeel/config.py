@@ -22,11 +22,11 @@ class TrainConfig:
     """Everything `hmx train` depends on. Defaults are for CPU; `for_device('cuda')` applies the GPU defaults."""
 
     # --- GRPO -------------------------------------------------------------------------------------------------
-    steps: int = _f(40, "Optimizer steps (each samples `prompts_per_step` prompts x `num_generations` answers).")
+    steps: int = _f(30, "Optimizer steps (each samples `prompts_per_step` prompts x `num_generations` answers).")
     prompts_per_step: int = _f(2, "Distinct prompts per step (per process).")
     num_generations: int = _f(4, "GRPO group size: answers sampled per prompt; advantages are relative within it.")
     learning_rate: float = _f(
-        1e-4, "AdamW learning rate. LoRA needs ~10-100x the full fine-tuning rate; TRL's 1e-6 is for full weights."
+        2e-4, "AdamW learning rate. LoRA needs ~10-100x the full fine-tuning rate; TRL's 1e-6 is for full weights."
     )
     beta: float = _f(0.0, "KL coefficient to the base model (0 = no reference pass; TRL's default).")
     loss_type: str = _f("dapo", "TRL loss aggregation: grpo, dr_grpo, dapo (token-level, TRL default), bnpo, ...")
@@ -39,7 +39,7 @@ class TrainConfig:
     system_prompt: str = _f("", "Optional system prompt for rollouts (folded into the user turn for Gemma 2).")
     seed: int = _f(0, "Seed for sampling, LoRA init and data order.")
     # --- LoRA -------------------------------------------------------------------------------------------------
-    lora_r: int = _f(16, "LoRA rank.")
+    lora_r: int = _f(16, "LoRA rank (adapter size and capacity).")
     lora_alpha: int = _f(32, "LoRA alpha (scale = alpha / r).")
     lora_dropout: float = _f(0.0, "LoRA dropout (0 keeps rollouts and training forward passes consistent).")
     lora_targets: list = _f([], "Module names to adapt; empty = the family default (attention projections).")

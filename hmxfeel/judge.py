@@ -13,6 +13,7 @@ adapter on (the model grades itself as it changes).
 
 from __future__ import annotations
 
+import copy
 import re
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -26,17 +27,22 @@ from hmxfeel.sanitize import sanitize, special_tokens_of
 
 IDENTITIES = ("frozen", "policy")
 MODES = ("logit", "generative")
+EXCHANGE_HEADER = "\n\n### Exchange\n"
 
 
 def judge_prompt(criterion: Criterion, fmt: ScoreFormat, user_prompt: str, answer: str) -> str:
     """Rubric first (identical for every answer to this criterion: a cacheable prefix), exchange, question."""
+    examples = "".join(
+        f"\nExample answer: {text}\n{criterion.question} {fmt.token_for(expresses)}"
+        for text, expresses in criterion.examples
+    )
     return (
         "You are grading one answer written by an AI assistant against one criterion of a rubric.\n\n"
         f"### Rubric: {criterion.name}\n<rubric>\n"
         f"Definition: {criterion.definition}\n"
         f"Low: {criterion.low}\n"
-        f"High: {criterion.high}\n</rubric>\n\n"
-        "### Exchange\n"
+        f"High: {criterion.high}{examples}\n</rubric>"
+        f"{EXCHANGE_HEADER}"
         f"<user_message>\n{user_prompt}\n</user_message>\n"
         f"<assistant_answer>\n{answer}\n</assistant_answer>\n\n"
         f"### Question\n{criterion.question} {fmt.instruction}"
@@ -123,8 +129,9 @@ def _left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
 class LogitJudge(_BaseJudge):
     """Expected score over the score tokens from the next-token distribution of one forward pass."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, prefix_cache: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
+        self.prefix_cache = prefix_cache
         token_ids = check_single_tokens(self.fmt, self.tokenizer)
         self.token_ids = torch.tensor(list(token_ids.values()))
         self.values = torch.tensor([self.fmt.tokens[t] for t in token_ids], dtype=torch.float64)
@@ -138,25 +145,61 @@ class LogitJudge(_BaseJudge):
         unit = (expected - self.fmt.low) / (self.fmt.high - self.fmt.low)
         return unit.float().cpu(), mass.float().cpu()
 
+    def split_prefix(self, texts: list[str]) -> tuple[list[int], list[list[int]]]:
+        """Tokens of the shared rubric prefix and of each answer's suffix.
+
+        The split is at the exchange header, identical for every answer to one criterion. Both the cached and
+        the uncached path use exactly these tokens, so caching cannot change a score.
+        """
+        cut = texts[0].index(EXCHANGE_HEADER)
+        prefix = texts[0][:cut]
+        if not all(t.startswith(prefix) for t in texts):
+            raise RuntimeError("judge prompts of one criterion do not share the rubric prefix")
+        prefix_ids = self.tokenizer.encode(prefix, add_special_tokens=False)
+        suffixes = self.tokenizer([t[cut:] for t in texts], add_special_tokens=False)["input_ids"]
+        return prefix_ids, suffixes
+
+    def _last_logits(self, prefix_ids: list[int], suffixes: list[list[int]], past) -> torch.Tensor:
+        """Next-token logits after prefix + suffix for a batch of suffixes (left-padded in the middle)."""
+        device = self._device()
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids, attn = _left_pad(suffixes, pad, device)
+        n, p = len(suffixes), len(prefix_ids)
+        if past is None:  # plain path: run the prefix with every answer
+            ids = torch.cat([torch.tensor([prefix_ids], device=device).expand(n, -1), ids], dim=1)
+            attn = torch.cat([torch.ones((n, p), dtype=attn.dtype, device=device), attn], dim=1)
+            positions = (attn.cumsum(-1) - 1).clamp_min(0)
+            return self.model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=1).logits
+        cache = copy.deepcopy(past)
+        cache.batch_repeat_interleave(n)
+        positions = p + (attn.cumsum(-1) - 1).clamp_min(0)
+        attn = torch.cat([torch.ones((n, p), dtype=attn.dtype, device=device), attn], dim=1)
+        out = self.model(
+            input_ids=ids, attention_mask=attn, position_ids=positions, cache=cache, logits_to_keep=1
+        )
+        return out.logits
+
     def score(self, user_prompts: list[str], answers: list[str]) -> JudgeResult:
         items = self.prompts_for(user_prompts, answers)
-        encoded = self.tokenizer([text for _, _, text in items], add_special_tokens=False)["input_ids"]
-        # Length-sorted batches waste little compute on padding.
-        order = sorted(range(len(items)), key=lambda k: len(encoded[k]))
-        scores = {c: [0.0] * len(answers) for c in self.rubric.names}
-        mass = {c: [0.0] * len(answers) for c in self.rubric.names}
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        scores, mass = {}, {}
         with judging(self.model, self.identity):
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
-                ids, attn = _left_pad([encoded[k] for k in batch], pad, self._device())
-                positions = (attn.cumsum(-1) - 1).clamp_min(0)
-                logits = self.model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=1).logits
-                unit, m = self.expected_scores(logits[:, -1, :])
-                for row, k in enumerate(batch):
-                    crit, i, _ = items[k]
-                    scores[crit][i] = float(unit[row])
-                    mass[crit][i] = float(m[row])
+            for crit in self.rubric.names:
+                texts = [text for c, _, text in items if c == crit]
+                prefix_ids, suffixes = self.split_prefix(texts)
+                past = None
+                if self.prefix_cache:  # the rubric prefix is computed once per criterion, not once per answer
+                    prefix = torch.tensor([prefix_ids], device=self._device())
+                    past = self.model(input_ids=prefix, use_cache=True).cache
+                # Length-sorted batches waste little compute on padding.
+                order = sorted(range(len(texts)), key=lambda k: len(suffixes[k]))
+                unit_all, mass_all = [0.0] * len(texts), [0.0] * len(texts)
+                for start in range(0, len(order), self.batch_size):
+                    batch = order[start : start + self.batch_size]
+                    logits = self._last_logits(prefix_ids, [suffixes[k] for k in batch], past)
+                    unit, m = self.expected_scores(logits[:, -1, :])
+                    for row, k in enumerate(batch):
+                        unit_all[k], mass_all[k] = float(unit[row]), float(m[row])
+                scores[crit], mass[crit] = unit_all, mass_all
         return JudgeResult(scores=scores, mass=mass)
 
 
@@ -167,8 +210,9 @@ class GenerativeJudge(_BaseJudge):
         super().__init__(*args, **kwargs)
         self.temperature, self.retries, self.max_new_tokens = temperature, retries, max_new_tokens
         alternatives = "|".join(re.escape(t) for t in sorted(self.fmt.tokens, key=len, reverse=True))
-        self._labelled = re.compile(rf"score\s*[:=]?\s*({alternatives})\b", re.IGNORECASE)
-        self._bare = re.compile(rf"(?<![\w.])({alternatives})\b")
+        end = r"(?!\w|[.,]\d)"  # "3.5" or "35" is not the score token "3"
+        self._labelled = re.compile(rf"score\s*[:=]?\s*({alternatives}){end}", re.IGNORECASE)
+        self._bare = re.compile(rf"(?<![\w.])({alternatives}){end}", re.IGNORECASE)
 
     def parse(self, reply: str) -> float | None:
         """Value on the format's scale, or None. A labelled "Score: X" wins over a bare token."""

@@ -21,6 +21,9 @@ class Criterion:
     low: str
     high: str
     question: str
+    # Few-shot (answer, expresses-it?) pairs shown inside the rubric block. They sit in the cached prefix, so
+    # they cost almost nothing per answer, and small judges discriminate noticeably better with them.
+    examples: tuple[tuple[str, bool], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,11 @@ class ScoreFormat:
     @property
     def high(self) -> float:
         return max(self.tokens.values())
+
+    def token_for(self, expresses: bool) -> str:
+        """The score token a clear positive (highest value) or clear negative (lowest value) example gets."""
+        pick = max if expresses else min
+        return pick(self.tokens, key=self.tokens.get)
 
     def to_unit(self, value: float) -> float:
         """Map a value on this format's scale to [0, 1]."""
@@ -69,7 +77,8 @@ class Rubric:
 
 
 _TOP = ("name", "version", "criteria", "formats", "judge_format")
-_CRITERION = ("name", "weight", "definition", "low", "high", "question")
+_CRITERION = ("name", "weight", "definition", "low", "high", "question", "examples")
+_REQUIRED = ("name", "weight", "definition", "low", "high", "question")
 _FORMAT = ("instruction", "tokens")
 
 
@@ -85,6 +94,20 @@ def _number(value, where: str) -> float:
     return float(value)
 
 
+def _examples(raw, where: str) -> tuple[tuple[str, bool], ...]:
+    if not isinstance(raw, list):
+        raise UserError(f"{where}.examples: must be a list of {{answer, expresses}} mappings")
+    out = []
+    for j, ex in enumerate(raw):
+        if not isinstance(ex, dict):
+            raise UserError(f"{where}.examples[{j}]: must be a mapping")
+        check_keys(ex, ("answer", "expresses"), f"{where}.examples[{j}]")
+        if not isinstance(ex.get("expresses"), bool):
+            raise UserError(f"{where}.examples[{j}].expresses: must be true or false")
+        out.append((_text(ex.get("answer"), f"{where}.examples[{j}].answer"), ex["expresses"]))
+    return tuple(out)
+
+
 def parse(data: dict, source: str) -> Rubric:
     """Validate a rubric mapping; every problem is reported with the file and field it is in."""
     check_keys(data, _TOP, source)
@@ -97,7 +120,7 @@ def parse(data: dict, source: str) -> Rubric:
         if not isinstance(raw, dict):
             raise UserError(f"{where}: must be a mapping")
         check_keys(raw, _CRITERION, where)
-        for key in _CRITERION:
+        for key in _REQUIRED:
             if key not in raw:
                 raise UserError(f"{where}: missing '{key}'")
         weight = _number(raw["weight"], f"{where}.weight")
@@ -105,7 +128,7 @@ def parse(data: dict, source: str) -> Rubric:
             raise UserError(f"{where}.weight: must be > 0, got {weight}")
         name = _text(raw["name"], f"{where}.name")
         fields = {k: _text(raw[k], f"{where}.{k}") for k in ("definition", "low", "high", "question")}
-        criteria.append(Criterion(name=name, weight=weight, **fields))
+        criteria.append(Criterion(name=name, weight=weight, examples=_examples(raw.get("examples", []), where), **fields))
     names = [c.name for c in criteria]
     if len(set(names)) != len(names):
         raise UserError(f"{source}: criteria names must be unique, got {names}")

@@ -1,0 +1,53 @@
+import json
+
+from typer.testing import CliRunner
+
+from hmxfeel.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    result = runner.invoke(app, list(args))
+    return result.exit_code, (result.stderr or "") + (result.stdout or "")
+
+
+def one_error_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    assert lines[0].startswith("hmx: error: ")
+    return lines[0]
+
+
+def test_help_everywhere():
+    for cmd in ([], ["train"], ["judge-probe"], ["config"], ["check-rubric"]):
+        code, out = run(*cmd, "--help")
+        assert code == 0 and "Usage" in out
+
+
+def test_unknown_model_is_one_line_exit_2(tmp_path):
+    code, out = run("train", "--model", "not-a-model", "--out", str(tmp_path / "r"))
+    assert code == 2 and "unknown model 'not-a-model'" in one_error_line(out)
+    code, out = run("train", "--model", str(tmp_path), "--out", str(tmp_path / "r"))
+    assert code == 2 and "has no config.json" in one_error_line(out)
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"model": "x"}))
+    code, text = run("train", "--model", "embedded", "--out", str(out))
+    assert code == 2 and "--resume" in one_error_line(text)
+    assert json.loads((out / "run.json").read_text()) == {"model": "x"}
+
+
+def test_bad_config_rubric_and_direction(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("lerning_rate: 0.1\n")
+    code, out = run("train", "--config", str(cfg), "--out", str(tmp_path / "r"))
+    assert code == 2 and "did you mean 'learning_rate'" in one_error_line(out)
+    code, out = run("check-rubric", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "file not found" in one_error_line(out)
+    code, out = run("train", "--direction", "sideways", "--model", "x/y", "--out", str(tmp_path / "r2"))
+    assert code == 2 and "--direction" in one_error_line(out)
+    assert not (tmp_path / "r2").exists()

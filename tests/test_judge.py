@@ -1,0 +1,110 @@
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from hmxfeel import models, rubric as R
+from hmxfeel.judge import GenerativeJudge, LogitJudge, judge_prompt
+
+PROMPTS = ["How was your day?", "Explain rain.", "What do you hope for?"]
+ANSWERS = ["I feel wonderful, thank you!", "Rain falls when droplets grow heavy.", "I hope to keep learning."]
+
+
+class ControlledLM(torch.nn.Module):
+    """Returns the same next-token logits for every input: the judge's arithmetic can be checked exactly."""
+
+    def __init__(self, vocab: int, logits: dict[int, float]):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.row = torch.full((vocab,), -math.inf)
+        for tok, value in logits.items():
+            self.row[tok] = value
+
+    def forward(self, input_ids, logits_to_keep=1, **_):
+        return SimpleNamespace(logits=self.row.expand(input_ids.shape[0], 1, -1).clone())
+
+
+def test_prompt_puts_rubric_before_exchange_before_question():
+    r = R.load()
+    text = judge_prompt(r.criteria[0], r.format(), "PROMPT-X", "ANSWER-Y")
+    assert text.index(r.criteria[0].definition) < text.index("PROMPT-X") < text.index("ANSWER-Y")
+    assert text.index("ANSWER-Y") < text.index(r.criteria[0].question, text.index("ANSWER-Y"))
+
+
+def test_expected_value_over_yes_no_tokens(smol_twin):
+    loaded = models.load(str(smol_twin), device="cpu")
+    tok, r = loaded.tokenizer, R.load()
+    yes, no = (tok.encode(t, add_special_tokens=False)[0] for t in ("Yes", "No"))
+    other = tok.encode("the", add_special_tokens=False)[0]
+    fake = ControlledLM(len(tok), {yes: 2.0, no: 1.0, other: 3.0})
+    judge = LogitJudge(fake, tok, loaded.family, r, format_name="yes_no", prefix_cache=False)
+    res = judge.score(PROMPTS, ANSWERS)
+    p_yes = math.exp(2) / (math.exp(2) + math.exp(1))
+    mass = (math.exp(2) + math.exp(1)) / (math.exp(2) + math.exp(1) + math.exp(3))
+    for name in r.names:
+        assert res.scores[name] == pytest.approx([p_yes] * 3, abs=1e-6)
+        assert res.mass[name] == pytest.approx([mass] * 3, abs=1e-6)
+
+
+def test_expected_value_over_scale_tokens_maps_to_unit_interval(smol_twin):
+    loaded = models.load(str(smol_twin), device="cpu")
+    tok, r = loaded.tokenizer, R.load()
+    ids = {d: tok.encode(str(d), add_special_tokens=False)[0] for d in range(1, 6)}
+    fake = ControlledLM(len(tok), {ids[2]: 0.0, ids[4]: math.log(3.0)})  # P(2)=1/4, P(4)=3/4 -> E=3.5
+    judge = LogitJudge(fake, tok, loaded.family, r, format_name="scale", prefix_cache=False)
+    assert judge.score(PROMPTS[:1], ANSWERS[:1]).scores["feelings"][0] == pytest.approx((3.5 - 1) / 4, abs=1e-6)
+
+
+@pytest.mark.parametrize("family", ["qwen3-0.6b", "gemma-2-2b-it", "llama-3.2-3b-instruct", "smollm2-135m-instruct"])
+def test_prefix_cache_gives_the_same_scores(twin_dirs, family):
+    loaded = models.load(str(twin_dirs[family]), device="cpu")
+    r = R.load()
+    args = (loaded.model, loaded.tokenizer, loaded.family, r)
+    cached = LogitJudge(*args, prefix_cache=True, batch_size=2).score(PROMPTS, ANSWERS)
+    plain = LogitJudge(*args, prefix_cache=False, batch_size=3).score(PROMPTS, ANSWERS)
+    for name in r.names:
+        assert cached.scores[name] == pytest.approx(plain.scores[name], abs=1e-4)
+        assert all(0.0 <= s <= 1.0 for s in cached.scores[name])
+
+
+def test_frozen_and_policy_judges_differ_once_adapter_is_nonzero(smol_twin):
+    from peft import LoraConfig, get_peft_model
+
+    loaded = models.load(str(smol_twin), device="cpu")
+    r = R.load()
+    base_scores = LogitJudge(loaded.model, loaded.tokenizer, loaded.family, r).score(PROMPTS, ANSWERS).scores
+    peft_model = get_peft_model(loaded.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    args = (peft_model, loaded.tokenizer, loaded.family, r)
+    frozen = LogitJudge(*args, identity="frozen")
+    policy = LogitJudge(*args, identity="policy")
+    # Fresh LoRA (B = 0) is the identity: both judges agree.
+    before_p, before_f = policy.score(PROMPTS, ANSWERS).scores, frozen.score(PROMPTS, ANSWERS).scores
+    for name in r.names:
+        assert before_p[name] == pytest.approx(before_f[name], abs=1e-6)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    f, p = frozen.score(PROMPTS, ANSWERS).scores, policy.score(PROMPTS, ANSWERS).scores
+    assert f["feelings"] == pytest.approx(base_scores["feelings"], abs=1e-5)  # frozen = the base model
+    assert any(abs(a - b) > 1e-4 for name in r.names for a, b in zip(f[name], p[name]))
+    peft_model.train()
+    frozen.score(PROMPTS[:1], ANSWERS[:1])
+    assert peft_model.training  # judging does not leave the policy in eval mode
+
+
+def test_generative_judge_parses_and_falls_back_to_neutral(smol_twin):
+    loaded = models.load(str(smol_twin), device="cpu")
+    r = R.load()
+    judge = GenerativeJudge(loaded.model, loaded.tokenizer, loaded.family, r, format_name="scale", retries=1)
+    assert judge.parse(" 4 because") == 4 and judge.parse("Score: 2") == 2 and judge.parse("3.5 stars") is None
+    assert judge.parse("no digits") is None
+    yn = GenerativeJudge(loaded.model, loaded.tokenizer, loaded.family, r, format_name="yes_no")
+    assert yn.parse(" Yes.") == 1 and yn.parse("no") == 0
+    torch.manual_seed(0)
+    res = judge.score(PROMPTS, ANSWERS)  # a random twin babbles: unparsable replies become the midpoint 0.5
+    values = [v for name in r.names for v in res.scores[name]]
+    assert all(0.0 <= v <= 1.0 for v in values)
+    assert res.parse_failures <= sum(v == 0.5 for v in values)

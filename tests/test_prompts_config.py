@@ -1,0 +1,89 @@
+import json
+from collections import Counter
+
+import pytest
+
+from hmxfeel import config as C
+from hmxfeel import prompts as P
+from hmxfeel.errors import UserError
+
+
+def test_packaged_prompt_set_has_categories_and_fixed_split():
+    ps = P.load()
+    assert len(ps.prompts) >= 300
+    cats = Counter(p.category for p in ps.prompts)
+    assert {"self", "feelings", "wishes", "everyday", "empathy", "task"} <= set(cats)
+    for cat in cats:
+        members = [p for p in ps.prompts if p.category == cat]
+        share = sum(p.split == "eval" for p in members) / len(members)
+        assert 0.15 <= share <= 0.25
+    train_ids = {p.id for p in ps.split("train")}
+    assert train_ids.isdisjoint({p.id for p in ps.split("eval")})
+
+
+def write(tmp_path, rows):
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([{"id": "a", "prompt": "Hi", "split": "train"}, {"id": "b", "prompt": " hi ", "split": "train"}], "duplicate of prompt"),
+        ([{"id": "a", "prompt": "Hi", "split": "train"}, {"id": "a", "prompt": "Yo", "split": "train"}], "duplicate id"),
+        ([{"id": "a", "prompt": "  ", "split": "train"}], "empty prompt"),
+        ([{"id": "a", "prompt": "Hi", "split": "test"}], "split must be"),
+        ([{"id": "a", "prompt": "Hi"}], "missing field 'split'"),
+        ([{"id": "a", "prompt": "Hi", "split": "eval"}], "no prompts with split 'train'"),
+    ],
+)
+def test_bad_prompt_files(tmp_path, rows, message):
+    with pytest.raises(UserError, match=message):
+        P.load(write(tmp_path, rows))
+
+
+def test_prompt_file_not_json(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"id": 1, "prompt": "x", "split": "train"}\nnot json\n')
+    with pytest.raises(UserError, match=":2: invalid JSON"):
+        P.load(path)
+    path.write_text("")
+    with pytest.raises(UserError, match="no records"):
+        P.load(path)
+
+
+def test_every_config_field_has_help():
+    rows = C.help_table()
+    assert len(rows) > 20 and all(len(help_) > 10 for _, _, help_ in rows)
+
+
+def test_gpu_defaults_differ_and_overrides_apply():
+    cpu, gpu = C.TrainConfig.for_device("cpu"), C.TrainConfig.for_device("cuda")
+    assert gpu.max_completion_tokens > cpu.max_completion_tokens and gpu.num_generations > cpu.num_generations
+    assert C.TrainConfig.for_device("cpu", steps=3).steps == 3
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("stepz: 3\n", "did you mean 'steps'"),
+        ("steps: three\n", "'steps' must be int"),
+        ("learning_rate: true\n", "'learning_rate' must be float"),
+        ("judge_mode: vibes\n", "judge_mode must be one of"),
+        ("num_generations: 1\n", "num_generations must be >= 2"),
+        ("- just\n- a list\n", "expected a mapping"),
+    ],
+)
+def test_bad_config_files(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message):
+        C.load(path)
+
+
+def test_config_file_values_are_used(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 7\nlearning_rate: 1\nlora_targets: [q_proj]\n")
+    cfg = C.load(path)
+    assert (cfg.steps, cfg.learning_rate, cfg.lora_targets) == (7, 1.0, ["q_proj"])

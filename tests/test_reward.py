@@ -1,0 +1,64 @@
+import pytest
+
+from hmxfeel import rubric as R
+from hmxfeel.judge import JudgeResult
+from hmxfeel.reward import RubricReward, completion_text, last_user_text
+
+
+class MockJudge:
+    """Deterministic judge: feelings = 1 if the answer says 'feel', intentions = 0.5, self_awareness = 0."""
+
+    def score(self, user_prompts, answers):
+        return JudgeResult(scores={
+            "feelings": [1.0 if "feel" in a else 0.0 for a in answers],
+            "intentions": [0.5] * len(answers),
+            "self_awareness": [0.0] * len(answers),
+        })
+
+
+PROMPTS = [[{"role": "user", "content": "Hi?"}], [{"role": "user", "content": "Rain?"}]]
+COMPLETIONS = [[{"role": "assistant", "content": "I feel great"}], [{"role": "assistant", "content": "Water falls"}]]
+
+
+def test_human_reward_is_weighted_mean_and_reverse_is_its_complement():
+    r = R.load()
+    human = RubricReward(MockJudge(), r, "human")(prompts=PROMPTS, completions=COMPLETIONS)
+    reverse = RubricReward(MockJudge(), r, "reverse")(prompts=PROMPTS, completions=COMPLETIONS)
+    assert human == pytest.approx([0.5, 1 / 6])
+    assert reverse == pytest.approx([0.5, 5 / 6])
+    assert all(isinstance(x, float) for x in human + reverse)
+
+
+def test_reward_logs_per_criterion_metrics_and_columns():
+    metrics, columns, hooked = {}, {}, []
+    reward = RubricReward(MockJudge(), R.load(), "human", on_scores=lambda *a: hooked.append(a))
+    reward(prompts=PROMPTS, completions=COMPLETIONS, log_metric=metrics.__setitem__, log_extra=columns.__setitem__)
+    assert metrics["rubric/feelings"] == pytest.approx(0.5)
+    assert columns["rubric/intentions"] == [0.5, 0.5]
+    assert set(metrics) == {"rubric/feelings", "rubric/intentions", "rubric/self_awareness", "rubric/overall"}
+    assert hooked and hooked[0][1] == ["I feel great", "Water falls"]
+
+
+def test_reward_refuses_to_return_the_wrong_number_of_values():
+    class Short(MockJudge):
+        def score(self, user_prompts, answers):
+            res = super().score(user_prompts, answers)
+            return JudgeResult(scores={k: v + [float("nan")] for k, v in res.scores.items()})
+
+    class NaN(MockJudge):
+        def score(self, user_prompts, answers):
+            return JudgeResult(scores={k: [float("nan")] * len(answers) for k in R.load().names})
+
+    with pytest.raises(RuntimeError, match="finite floats"):
+        RubricReward(NaN(), R.load(), "human")(prompts=PROMPTS, completions=COMPLETIONS)
+
+
+def test_text_extraction_from_trl_formats():
+    assert last_user_text("plain") == "plain"
+    assert last_user_text([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]) == "u"
+    assert completion_text([{"role": "assistant", "content": "a"}]) == "a"
+
+
+def test_unknown_direction_rejected():
+    with pytest.raises(ValueError):
+        RubricReward(MockJudge(), R.load(), "sideways")

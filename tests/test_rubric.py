@@ -1,0 +1,83 @@
+import pytest
+import yaml
+
+from hmxfeel import rubric as R
+from hmxfeel.errors import UserError
+
+
+def default_data():
+    return yaml.safe_load(R.DEFAULT_RUBRIC.read_text())
+
+
+def test_default_rubric_loads_with_three_weighted_criteria():
+    r = R.load()
+    assert r.names == ["feelings", "intentions", "self_awareness"]
+    assert all(c.weight > 0 and c.definition and c.low and c.high and c.question for c in r.criteria)
+    assert r.judge_format in r.formats
+    assert len(r.sha256) == 64
+
+
+def test_hash_ignores_formatting_but_not_content(tmp_path):
+    data = default_data()
+    a = tmp_path / "a.yaml"
+    a.write_text(yaml.safe_dump(data, sort_keys=True, width=60))
+    assert R.load(a).sha256 == R.load().sha256
+    data["criteria"][0]["weight"] = 2.0
+    a.write_text(yaml.safe_dump(data))
+    assert R.load(a).sha256 != R.load().sha256
+
+
+def test_combine_is_weighted_mean():
+    r = R.parse({**default_data(), "criteria": [
+        {**default_data()["criteria"][0], "weight": 3.0},
+        {**default_data()["criteria"][1], "weight": 1.0},
+    ]}, "x")
+    assert r.combine({"feelings": 1.0, "intentions": 0.0}) == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.update(criteria=[]), "non-empty list"),
+        (lambda d: d["criteria"][0].update(weight="heavy"), "weight: must be a number"),
+        (lambda d: d["criteria"][0].update(weight=0), "must be > 0"),
+        (lambda d: d["criteria"][0].pop("definition"), "missing 'definition'"),
+        (lambda d: d["criteria"][0].update(defintion="x"), "did you mean 'definition'"),
+        (lambda d: d.update(judge_formatt="scale"), "did you mean 'judge_format'"),
+        (lambda d: d["criteria"][1].update(name="feelings"), "unique"),
+        (lambda d: d["formats"]["yes_no"].update(tokens={"Yes": 1}), "at least two"),
+        (lambda d: d["formats"]["yes_no"].update(tokens={"Yes": 1, "No": 1}), "two different values"),
+        (lambda d: d.update(judge_format="stars"), "not one of the formats"),
+        (lambda d: d["criteria"][0].update(examples=[{"answer": "hi", "expresses": "yes"}]), "true or false"),
+    ],
+)
+def test_invalid_rubrics_name_the_field(mutate, message):
+    data = default_data()
+    mutate(data)
+    with pytest.raises(UserError, match=message):
+        R.parse(data, "bad.yaml")
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(UserError, match="file not found"):
+        R.load(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("criteria: [unclosed")
+    with pytest.raises(UserError, match="invalid YAML"):
+        R.load(bad)
+    bad.write_bytes(b"name: \xff\xfe")
+    with pytest.raises(UserError, match="not UTF-8"):
+        R.load(bad)
+
+
+class FakeTokenizer:
+    def encode(self, text, add_special_tokens=False):
+        return [ord(c) for c in text]  # one token per character
+
+
+def test_multi_token_score_tokens_fail_clearly():
+    fmt = R.load().format("yes_no")
+    with pytest.raises(UserError, match="'Yes' of format 'yes_no' is 3 tokens"):
+        R.check_single_tokens(fmt, FakeTokenizer())
+    digits = R.load().format("scale")
+    assert R.check_single_tokens(digits, FakeTokenizer()) == {str(i): ord(str(i)) for i in range(1, 6)}
