@@ -117,6 +117,44 @@ def judge_probe(
         atomic_write_json(out, {"model": model, "rubric_sha256": r.sha256, "rows": rows})
 
 
+@app.command("eval")
+@user_errors
+def eval_cmd(
+    model: str = typer.Option("embedded", help="'embedded', a local model folder, or a Hub id."),
+    adapter: Optional[Path] = typer.Option(None, help="A trained adapter folder (runs/<name>/adapter)."),
+    suite: str = typer.Option("default", help="'default' (everything), 'quick' (a small sample of each), 'humanlike'."),
+    data_dir: Optional[str] = typer.Option(None, envvar="HMX_DATA_DIR", help="Local benchmark copies (layout of shared/data)."),
+    limit: Optional[int] = typer.Option(None, help="Items per evaluation (overrides the suite's limits)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default runs/eval-<model>[-<adapter>])."),
+    resume: bool = typer.Option(False, help="Continue an interrupted evaluation without redoing finished items."),
+    judge: Optional[str] = typer.Option(None, help="Independent judge: a model spec, or an OpenAI-compatible base URL."),
+    judge_model: Optional[str] = typer.Option(None, help="Model name to request from an endpoint --judge."),
+    rubric: Optional[Path] = typer.Option(None, help="Rubric YAML (default: packaged)."),
+    prompts: Optional[Path] = typer.Option(None, help="Prompt JSONL; its eval split is used (default: packaged)."),
+    seed: int = typer.Option(0, help="Seed for answer sampling and item selection."),
+    device: Optional[str] = typer.Option(None, help="'cpu' or 'cuda' (default: cuda when available)."),
+):
+    """Evaluate a model (optionally + adapter): human-likeness and the benchmark battery."""
+    from hmxfeel.evaluate import evaluate
+
+    name = _slug(model) + (f"-{_slug(str(adapter.parent if adapter.name == 'adapter' else adapter))}" if adapter else "")
+    out = out or Path("runs") / f"eval-{name}"
+    records = evaluate(model, out, adapter=str(adapter) if adapter else None, suite=suite, data_dir=data_dir,
+                       limit=limit, resume=resume, judge=judge, judge_model=judge_model, rubric_path=rubric,
+                       prompts_path=prompts, seed=seed, device=device)  # fmt: skip
+    table = Table("eval", "metric", "value", "95% CI", "n", "better", title=f"hmx eval: {name}")
+    for r in records:
+        if r.get("skipped"):
+            table.add_row(r["eval"], r.get("metric") or "-", "skipped", r["skipped"][:60], "0", "")
+            continue
+        lo, hi = r["ci95"]
+        ci = f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "-"
+        value = f"{r['value']:.3f}" if r["value"] is not None else "nan"
+        table.add_row(r["eval"], r["metric"], value, ci, str(r["n"]), r["better"] or "")
+    Console().print(table)
+    console.print(f"[green]results written to {out / 'results.json'}")
+
+
 def main():
     app()
 

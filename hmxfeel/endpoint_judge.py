@@ -1,0 +1,80 @@
+"""An independent judge behind an OpenAI-compatible chat endpoint (a vLLM or llama.cpp server, or a hosted API).
+
+Same rubric, same prompt, same sanitising as the self-judge. Where the server returns `top_logprobs`, the score
+is the expected value over the score tokens, as in the logit judge; otherwise the reply text is parsed (the
+generative judge's rule) and an unparsable reply scores the neutral midpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import urllib.request
+
+from hmxfeel.errors import UserError
+from hmxfeel.judge import JudgeResult, judge_prompt
+from hmxfeel.sanitize import sanitize
+
+
+class EndpointJudge:
+    def __init__(self, base_url: str, model: str, rubric, format_name: str | None = None, api_key: str | None = None,
+                 timeout: float = 60.0, max_answer_chars: int = 2000):  # fmt: skip
+        self.url = base_url.rstrip("/") + ("/chat/completions" if base_url.rstrip("/").endswith("/v1") else "/v1/chat/completions")
+        self.model, self.rubric, self.timeout = model, rubric, timeout
+        self.fmt = rubric.format(format_name)
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY", "")
+        self.max_answer_chars = max_answer_chars
+        alternatives = "|".join(re.escape(t) for t in sorted(self.fmt.tokens, key=len, reverse=True))
+        self._reply = re.compile(rf"(?<![\w.])({alternatives})(?!\w|[.,]\d)", re.IGNORECASE)
+        self.parse_failures = 0
+
+    def _post(self, content: str) -> dict:
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": 2,
+            "temperature": 0.0,
+            "logprobs": True,
+            "top_logprobs": 20,
+        }
+        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+        if self.api_key:
+            request.add_header("Authorization", f"Bearer {self.api_key}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"judge endpoint {self.url}: {exc}") from None
+
+    def value(self, reply: dict) -> float | None:
+        """Expected score from the first token's top logprobs, else the parsed reply text, else None."""
+        choice = reply["choices"][0]
+        first = ((choice.get("logprobs") or {}).get("content") or [{}])[0]
+        weights = {}
+        for alt in first.get("top_logprobs", []):
+            token = alt["token"].strip()
+            if token in self.fmt.tokens:
+                weights[token] = weights.get(token, 0.0) + math.exp(alt["logprob"])
+        if weights:
+            total = sum(weights.values())
+            return sum(self.fmt.tokens[t] * w for t, w in weights.items()) / total
+        match = self._reply.search(choice.get("message", {}).get("content") or "")
+        if not match:
+            return None
+        return next(v for t, v in self.fmt.tokens.items() if t.lower() == match.group(1).lower())
+
+    def score(self, user_prompts: list[str], answers: list[str]) -> JudgeResult:
+        scores = {}
+        neutral = (self.fmt.low + self.fmt.high) / 2
+        for crit in self.rubric.criteria:
+            values = []
+            for prompt, answer in zip(user_prompts, answers, strict=True):
+                text = judge_prompt(crit, self.fmt, prompt, sanitize(answer, max_chars=self.max_answer_chars))
+                v = self.value(self._post(text))
+                if v is None:
+                    self.parse_failures += 1
+                values.append(self.fmt.to_unit(neutral if v is None else v))
+            scores[crit.name] = values
+        return JudgeResult(scores=scores, parse_failures=self.parse_failures)

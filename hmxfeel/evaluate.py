@@ -1,0 +1,121 @@
+"""`hmx eval`: one model (base, or base + adapter) through the human-likeness evaluation and the battery.
+
+Writes `OUT/results.json` (one record per metric with value, n, stderr, 95% CI, which direction is better and the
+settings it depends on, plus a manifest) and `OUT/items/*.jsonl` (per-item records, for paired comparisons).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from hmxfeel import models
+from hmxfeel import prompts as prompts_mod
+from hmxfeel import rubric as rubric_mod
+from hmxfeel.errors import UserError
+from hmxfeel.io import atomic_write_json, read_text
+
+SUITES = ("default", "quick", "humanlike")
+
+
+def attach_adapter(loaded: models.Loaded, adapter: str | Path) -> models.Loaded:
+    """Wrap the base model with a trained adapter, refusing one that was trained on another base model."""
+    from peft import PeftModel
+
+    adapter = Path(adapter)
+    if not (adapter / "adapter_config.json").exists():
+        raise UserError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json)")
+    meta_file = adapter / "hmx_adapter.json"
+    if meta_file.exists():
+        try:
+            meta = json.loads(read_text(meta_file))
+        except ValueError:
+            raise UserError(f"{meta_file}: corrupt adapter metadata (not JSON)") from None
+        if meta.get("model") != loaded.source and meta.get("base_model_path") != loaded.path:
+            raise UserError(f"{adapter}: adapter was trained on {meta.get('model')!r}, not on {loaded.source!r}")
+    try:
+        model = PeftModel.from_pretrained(loaded.model, str(adapter))
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise UserError(f"{adapter}: adapter does not fit this model ({str(exc).splitlines()[0][:200]})") from None
+    model.eval()
+    return models.Loaded(model=model, tokenizer=loaded.tokenizer, family=loaded.family, source=loaded.source, path=loaded.path)
+
+
+def independent_judge(spec: str | None, rubric, model_name: str | None = None, device: str | None = None):
+    """An endpoint URL or a model spec -> a judge with the training rubric; None when not asked for."""
+    if not spec:
+        return None, ""
+    if spec.startswith(("http://", "https://")):
+        from hmxfeel.endpoint_judge import EndpointJudge
+
+        if not model_name:
+            raise UserError("--judge-model is required with an endpoint --judge URL")
+        return EndpointJudge(spec, model_name, rubric), f"{spec} ({model_name})"
+    from hmxfeel.judge import LogitJudge
+
+    other = models.load(spec, device=device)
+    return LogitJudge(other.model, other.tokenizer, other.family, rubric, identity="policy"), spec
+
+
+def evaluate(
+    model: str,
+    out: Path,
+    adapter: str | None = None,
+    suite: str = "default",
+    data_dir: str | None = None,
+    limit: int | None = None,
+    resume: bool = False,
+    judge: str | None = None,
+    judge_model: str | None = None,
+    rubric_path: str | None = None,
+    prompts_path: str | None = None,
+    seed: int = 0,
+    device: str | None = None,
+) -> list[dict]:
+    from hmxfeel.evals import humanlike
+    from hmxfeel.train import versions
+
+    if suite not in SUITES:
+        raise UserError(f"--suite must be one of {SUITES}, got {suite!r}")
+    out = Path(out)
+    if (out / "results.json").exists() and not resume:
+        raise UserError(f"{out}: already holds results; use --resume (or another --out)")
+    started = time.time()
+    rubric = rubric_mod.load(rubric_path)
+    prompt_set = prompts_mod.load(prompts_path)
+    loaded = models.load(model, device=device)
+    if adapter:
+        loaded = attach_adapter(loaded, adapter)
+    indep, indep_name = independent_judge(judge, rubric, judge_model, device)
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprint = {"model": model, "adapter": str(adapter) if adapter else None}
+
+    human_limit = limit if limit is not None else (16 if suite == "quick" else None)
+    records = humanlike.run(loaded, rubric, prompt_set, out, resume=resume, independent=indep,
+                            independent_name=indep_name, limit=human_limit, seed=seed, fingerprint=fingerprint)  # fmt: skip
+    if suite != "humanlike":
+        records += _battery(loaded, suite, data_dir, limit, out, resume, seed)
+    manifest = {
+        "model": model,
+        "model_path": loaded.path,
+        "adapter": str(adapter) if adapter else None,
+        "suite": suite,
+        "data_dir": data_dir,
+        "limit": limit,
+        "seed": seed,
+        "rubric_sha256": rubric.sha256,
+        "prompts_sha256": prompt_set.sha256,
+        "chat_template_kwargs": loaded.family.chat_template_kwargs,
+        "versions": versions(),
+        "wall_s": round(time.time() - started, 1),
+    }
+    atomic_write_json(out / "results.json", {"manifest": manifest, "records": records})
+    return records
+
+
+def _battery(loaded, suite, data_dir, limit, out, resume, seed) -> list[dict]:
+    from hmxfeel.evals.runner import run_battery
+
+    return run_battery(loaded.model, loaded.tokenizer, loaded.family, suite=suite, data_dir=data_dir, limit=limit,
+                       out_dir=out, resume=resume, seed=seed)  # fmt: skip
