@@ -155,6 +155,42 @@ def eval_cmd(
     console.print(f"[green]results written to {out / 'results.json'}")
 
 
+@app.command("run")
+@user_errors
+def run_cmd(
+    experiment: Optional[Path] = typer.Argument(None, help="Experiment YAML (see hmxfeel/data/presets/)."),
+    preset: Optional[str] = typer.Option(None, help="A packaged experiment: 'demo' (embedded model, CPU) or 'paper'."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default: the experiment's `out`)."),
+    seeds: Optional[int] = typer.Option(None, help="Repeat training with K seeds (0..K-1)."),
+):
+    """Run the whole experiment: eval base, train HL and reverse, eval both, report. Rerun to resume."""
+    import dataclasses
+
+    from hmxfeel import experiment as exp_mod
+
+    if (experiment is None) == (preset is None):
+        raise UserError("give exactly one of EXPERIMENT (a YAML file) or --preset NAME")
+    exp, text = exp_mod.load(experiment, preset)
+    if seeds is not None:
+        if seeds < 1:
+            raise UserError("--seeds must be >= 1")
+        exp = dataclasses.replace(exp, seeds=list(range(seeds)))
+        text += f"\n# --seeds {seeds}\nseeds: {list(range(seeds))}\n"
+    report = exp_mod.run(exp, text, Path(out or exp.out), log=lambda msg: console.print(f"[bold cyan]hmx run[/] {msg}"))
+    console.print(f"[green]report written to {report} (and report.html)")
+
+
+@app.command("report")
+@user_errors
+def report_cmd(run_dir: Path = typer.Argument(..., help="An experiment folder written by `hmx run`.")):
+    """Rebuild report.md / report.html / figures of an experiment folder."""
+    from hmxfeel.report import build_report
+
+    if not (run_dir / "experiment.yaml").exists():
+        raise UserError(f"{run_dir}: not an experiment folder (no experiment.yaml)")
+    console.print(f"[green]report written to {build_report(run_dir)}")
+
+
 def main():
     app()
 

@@ -49,6 +49,11 @@ class TrainConfig:
     judge_format: str = _f("", "Rubric score format ('yes_no', 'scale'); empty = the rubric's judge_format.")
     judge_batch_size: int = _f(8, "Judge prompts per forward pass.")
     max_answer_tokens: int = _f(256, "Answers are cut to this many tokens before judging.")
+    judge_dtype: str = _f(
+        "auto",
+        "Precision of the frozen judge: 'auto' (a bf16 copy of the base model on CPUs with native bf16, ~1.8x "
+        "faster; else the policy with its adapter off), 'same', 'float32' or 'bfloat16'.",
+    )
     # --- Run --------------------------------------------------------------------------------------------------
     save_every: int = _f(10, "Write a checkpoint every N steps (atomically); `--resume` continues from the last.")
     keep_checkpoints: int = _f(2, "How many checkpoints to keep on disk.")
@@ -72,6 +77,7 @@ class TrainConfig:
             "judge_identity": ("frozen", "policy"),
             "scale_rewards": ("group", "batch", "none"),
             "dtype": ("auto", "float32", "bfloat16"),
+            "judge_dtype": ("auto", "same", "float32", "bfloat16"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -86,8 +86,12 @@ class _BaseJudge:
         identity: str = "frozen",
         batch_size: int = 8,
         max_answer_tokens: int = 256,
+        frozen_model=None,
     ):
         self.model, self.tokenizer, self.family, self.rubric = model, tokenizer, family, rubric
+        # Optional separate copy of the base model (e.g. bf16 on CPU) that the frozen judge uses instead of
+        # disabling the adapter on the policy: same weights, cheaper arithmetic.
+        self.frozen_model = frozen_model
         self.fmt = rubric.format(format_name)
         self.identity = identity
         self.batch_size = batch_size
@@ -112,8 +116,13 @@ class _BaseJudge:
                 out.append((crit.name, i, chat.render(self.tokenizer, self.family, conv)))
         return out
 
+    @property
+    def scorer(self):
+        """The model that does the judging."""
+        return self.frozen_model if self.identity == "frozen" and self.frozen_model is not None else self.model
+
     def _device(self):
-        return next(self.model.parameters()).device
+        return next(self.scorer.parameters()).device
 
 
 def _left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,6 +141,7 @@ class LogitJudge(_BaseJudge):
     def __init__(self, *args, prefix_cache: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.prefix_cache = prefix_cache
+        self._prefix_kv: dict = {}
         token_ids = check_single_tokens(self.fmt, self.tokenizer)
         self.token_ids = torch.tensor(list(token_ids.values()))
         self.values = torch.tensor([self.fmt.tokens[t] for t in token_ids], dtype=torch.float64)
@@ -144,6 +154,18 @@ class LogitJudge(_BaseJudge):
         expected = weights @ self.values.to(weights.device)
         unit = (expected - self.fmt.low) / (self.fmt.high - self.fmt.low)
         return unit.float().cpu(), mass.float().cpu()
+
+    def _prefix(self, crit: str, prefix_ids: list[int]):
+        """KV cache of the rubric prefix: computed once per criterion and call, or once for the judge's lifetime
+        when the judge is frozen (its weights never change, so neither does the prefix's cache)."""
+        key = (crit, tuple(prefix_ids))
+        if key in self._prefix_kv:
+            return self._prefix_kv[key]
+        past = self.scorer(input_ids=torch.tensor([prefix_ids], device=self._device()), use_cache=True).cache
+        if self.identity == "frozen":
+            self._prefix_kv = {k: v for k, v in self._prefix_kv.items() if k[0] != crit}
+            self._prefix_kv[key] = past
+        return past
 
     def split_prefix(self, texts: list[str]) -> tuple[list[int], list[list[int]]]:
         """Tokens of the shared rubric prefix and of each answer's suffix.
@@ -169,27 +191,22 @@ class LogitJudge(_BaseJudge):
             ids = torch.cat([torch.tensor([prefix_ids], device=device).expand(n, -1), ids], dim=1)
             attn = torch.cat([torch.ones((n, p), dtype=attn.dtype, device=device), attn], dim=1)
             positions = (attn.cumsum(-1) - 1).clamp_min(0)
-            return self.model(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=1).logits
+            return self.scorer(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=1).logits
         cache = copy.deepcopy(past)
         cache.batch_repeat_interleave(n)
         positions = p + (attn.cumsum(-1) - 1).clamp_min(0)
         attn = torch.cat([torch.ones((n, p), dtype=attn.dtype, device=device), attn], dim=1)
-        out = self.model(
-            input_ids=ids, attention_mask=attn, position_ids=positions, cache=cache, logits_to_keep=1
-        )
+        out = self.scorer(input_ids=ids, attention_mask=attn, position_ids=positions, cache=cache, logits_to_keep=1)
         return out.logits
 
     def score(self, user_prompts: list[str], answers: list[str]) -> JudgeResult:
         items = self.prompts_for(user_prompts, answers)
         scores, mass = {}, {}
-        with judging(self.model, self.identity):
+        with judging(self.scorer, self.identity):
             for crit in self.rubric.names:
                 texts = [text for c, _, text in items if c == crit]
                 prefix_ids, suffixes = self.split_prefix(texts)
-                past = None
-                if self.prefix_cache:  # the rubric prefix is computed once per criterion, not once per answer
-                    prefix = torch.tensor([prefix_ids], device=self._device())
-                    past = self.model(input_ids=prefix, use_cache=True).cache
+                past = self._prefix(crit, prefix_ids) if self.prefix_cache else None
                 # Length-sorted batches waste little compute on padding.
                 order = sorted(range(len(texts)), key=lambda k: len(suffixes[k]))
                 unit_all, mass_all = [0.0] * len(texts), [0.0] * len(texts)
@@ -230,7 +247,7 @@ class GenerativeJudge(_BaseJudge):
         encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids, attn = _left_pad(encoded, pad, self._device())
-        out = self.model.generate(
+        out = self.scorer.generate(
             input_ids=ids,
             attention_mask=attn,
             do_sample=True,
@@ -243,7 +260,7 @@ class GenerativeJudge(_BaseJudge):
     def score(self, user_prompts: list[str], answers: list[str]) -> JudgeResult:
         items = self.prompts_for(user_prompts, answers)
         values: list[float | None] = [None] * len(items)
-        with judging(self.model, self.identity):
+        with judging(self.scorer, self.identity):
             for _attempt in range(1 + self.retries):
                 todo = [k for k in range(len(items)) if values[k] is None]
                 for start in range(0, len(todo), self.batch_size):

@@ -159,3 +159,63 @@ def load(spec: str, device: str | None = None, dtype=None, for_training: bool = 
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs).to(device)
     tokenizer = load_tokenizer(path)
     return Loaded(model=model, tokenizer=tokenizer, family=family, source=spec, path=path)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 matmul instructions (AVX512-BF16 or AMX): bf16 is then ~2x fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+class Fp32Head:
+    """Wraps an output layer so bf16 hidden states are projected in fp32: judge scores keep fine resolution."""
+
+    def __new__(cls, head):
+        import torch
+
+        class _Head(torch.nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, hidden):
+                return self.inner(hidden.to(self.inner.weight.dtype))
+
+        return _Head(head)
+
+
+def load_judge_copy(loaded: Loaded, dtype) -> object:
+    """A frozen copy of the base model for judging, in `dtype`, with the original (fp32) output layer shared.
+
+    The frozen judge is the base model: LoRA never changes it, so a reduced-precision copy can judge while the
+    policy trains in fp32. Only the final projection stays in the policy's precision.
+    """
+    from transformers import AutoModelForCausalLM
+
+    device = next(loaded.model.parameters()).device
+    copy = AutoModelForCausalLM.from_pretrained(loaded.path, dtype=dtype).to(device)
+    for p in copy.parameters():
+        p.requires_grad_(False)
+    base = loaded.model.get_base_model() if hasattr(loaded.model, "get_base_model") else loaded.model
+    copy.set_output_embeddings(Fp32Head(base.get_output_embeddings()))  # shared with the policy, not copied
+    copy.eval()
+    return copy
+
+
+def judge_copy_for(loaded: Loaded, judge_dtype: str, identity: str = "frozen"):
+    """The frozen judge's own model copy for `judge_dtype` ('auto', 'same', 'float32', 'bfloat16'), or None
+    when the judge should simply use the policy with its adapter disabled."""
+    import torch
+
+    if identity != "frozen" or judge_dtype == "same":
+        return None
+    current = next(loaded.model.parameters()).dtype
+    if judge_dtype == "auto":
+        on_cpu = next(loaded.model.parameters()).device.type == "cpu"
+        target = torch.bfloat16 if on_cpu and cpu_has_fast_bf16() else current
+    else:
+        target = {"float32": torch.float32, "bfloat16": torch.bfloat16}[judge_dtype]
+    return None if target == current else load_judge_copy(loaded, target)

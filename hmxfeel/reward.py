@@ -63,7 +63,9 @@ class RubricReward:
             raise RuntimeError(f"reward must return {len(completions)} finite floats, got {rewards!r}")
         for name, values in scores.items():
             if log_metric is not None:
-                log_metric(f"rubric/{name}", sum(values) / len(values))
+                mean = sum(values) / len(values)
+                log_metric(f"rubric/{name}", mean)
+                log_metric(f"rubric/{name}_std", (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5)
             if log_extra is not None:
                 log_extra(f"rubric/{name}", values)
         if self.on_scores is not None:

@@ -244,6 +244,7 @@ def train(
         identity=cfg.judge_identity,
         batch_size=cfg.judge_batch_size,
         max_answer_tokens=cfg.max_answer_tokens,
+        frozen_model=models.judge_copy_for(loaded, cfg.judge_dtype, cfg.judge_identity),
     )
     reward = RubricReward(
         judge, rubric, direction, scale=cfg.reward_scale, on_scores=SampleLog(out / "samples.jsonl", cfg.samples_per_step)

@@ -35,7 +35,9 @@ def test_reward_logs_per_criterion_metrics_and_columns():
     reward(prompts=PROMPTS, completions=COMPLETIONS, log_metric=metrics.__setitem__, log_extra=columns.__setitem__)
     assert metrics["rubric/feelings"] == pytest.approx(0.5)
     assert columns["rubric/intentions"] == [0.5, 0.5]
-    assert set(metrics) == {"rubric/feelings", "rubric/intentions", "rubric/self_awareness", "rubric/overall"}
+    assert metrics["rubric/feelings_std"] == pytest.approx(0.5)
+    names = ("feelings", "intentions", "self_awareness", "overall")
+    assert set(metrics) == {f"rubric/{n}" for n in names} | {f"rubric/{n}_std" for n in names}
     assert hooked and hooked[0][1] == ["I feel great", "Water falls"]
 
 

@@ -1,0 +1,322 @@
+"""The comparison report of an experiment folder: base vs human-like (HL) vs reverse, on every evaluation.
+
+`build_report(run_dir)` writes report.md, a self-contained report.html (figures inlined) and figures/*.png.
+Differences come with paired bootstrap 95% CIs over the items both models answered; changes are
+direction-aware (a lower sycophancy rate or a smaller |bias| counts as an improvement). The paper's summary
+statistics are recomputed next to its published values.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from hmxfeel.io import atomic_write_text, read_text
+
+PAPER = {"within_2pct": 0.814, "degraded_10pct": 0.150}  # HMX-feel paper: share of cells, HL vs contrastive
+BOOT = 1000
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _json(path: Path):
+    return json.loads(read_text(path)) if path.exists() else None
+
+
+def _items(folder: Path, eval_name: str) -> dict[str, dict]:
+    path = folder / "items" / f"{eval_name}.jsonl"
+    if not path.exists():
+        return {}
+    rows = [json.loads(line) for line in read_text(path).splitlines() if line.strip()]
+    return {str(r["id"]): r for r in rows}
+
+
+def _metric_fn(eval_name: str):
+    """rows -> {metric: stat} for an evaluation, the same code that produced the results."""
+    if eval_name == "humanlike":
+        from hmxfeel.evals.humanlike import metrics
+
+        return metrics
+    from hmxfeel.evals.runner import local_metrics
+
+    return lambda rows: local_metrics(eval_name, rows)
+
+
+def _records(folder: Path) -> dict[tuple[str, str], dict]:
+    results = _json(folder / "results.json") or {"records": []}
+    return {(r["eval"], r.get("metric") or ""): r for r in results["records"]}
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def paired_bootstrap(rows_a: dict, rows_b: dict, fn, iters: int = BOOT, seed: int = 0) -> dict[str, tuple]:
+    """{metric: (lo, hi)} of value(A) - value(B), resampling the items both answered (same ids in both)."""
+    ids = sorted(set(rows_a) & set(rows_b))
+    if len(ids) < 2:
+        return {}
+    rng = np.random.default_rng(seed)
+    diffs: dict[str, list[float]] = {}
+    for _ in range(iters):
+        pick = [ids[k] for k in rng.integers(0, len(ids), len(ids))]
+        try:
+            a, b = fn([rows_a[i] for i in pick]), fn([rows_b[i] for i in pick])
+        except (ZeroDivisionError, KeyError, ValueError):
+            continue
+        for metric in a.keys() & b.keys():
+            d = a[metric]["value"] - b[metric]["value"]
+            if d == d:  # not NaN
+                diffs.setdefault(metric, []).append(d)
+    return {m: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for m, v in diffs.items() if len(v) > iters // 2}
+
+
+def signed_change(new: float, old: float, better: str) -> float | None:
+    """Relative change of `new` vs `old`, positive = improvement in the metric's better direction."""
+    if new is None or old is None or better not in ("higher", "lower") or old == 0:
+        return None
+    rel = (new - old) / abs(old)
+    return rel if better == "higher" else -rel
+
+
+def bias_aware(metric: str, better: str, value):
+    """Bias scores are better near zero: compare |bias| (lower is better)."""
+    if value is not None and metric.startswith("bias"):
+        return abs(value), "lower"
+    return value, better
+
+
+def summary(cells: list[float]) -> dict:
+    """Share of cells improved or degraded by < 2%, and share degraded by > 10% (the paper's two numbers)."""
+    n = len(cells)
+    return {
+        "n": n,
+        "within_2pct": sum(c > -0.02 for c in cells) / n if n else math.nan,
+        "degraded_10pct": sum(c < -0.10 for c in cells) / n if n else math.nan,
+    }
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _fmt(x, digits=3):
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def comparison_rows(base: Path, hl: Path, rev: Path) -> list[dict]:
+    """One row per metric present in the HL results: values, relative changes and paired CIs."""
+    rb, rh, rr = _records(base), _records(hl), _records(rev)
+    boot: dict[str, dict] = {}
+    rows = []
+    for (ev, metric), rec in rh.items():
+        if rec.get("skipped"):
+            rows.append({"eval": ev, "metric": metric or "-", "skipped": rec["skipped"]})
+            continue
+        if ev not in boot:
+            fn = _metric_fn(ev)
+            items_b, items_h, items_r = _items(base, ev), _items(hl, ev), _items(rev, ev)
+            boot[ev] = {"hl_rev": paired_bootstrap(items_h, items_r, fn), "hl_base": paired_bootstrap(items_h, items_b, fn)}
+        vb = (rb.get((ev, metric)) or {}).get("value")
+        vr = (rr.get((ev, metric)) or {}).get("value")
+        vh = rec["value"]
+        better = rec.get("better") or "none"
+        (ah, b2), (ar, _), (ab, _) = bias_aware(metric, better, vh), bias_aware(metric, better, vr), bias_aware(metric, better, vb)
+        rows.append({
+            "eval": ev, "metric": metric, "n": rec["n"], "better": better, "base": vb, "hl": vh, "rev": vr,
+            "rel_hl_rev": signed_change(ah, ar, b2), "rel_hl_base": signed_change(ah, ab, b2),
+            "ci_hl_rev": boot[ev]["hl_rev"].get(metric), "ci_hl_base": boot[ev]["hl_base"].get(metric),
+        })  # fmt: skip
+    return rows
+
+
+def _ci(ci) -> str:
+    if not ci:
+        return "–"
+    mark = " *" if ci[0] > 0 or ci[1] < 0 else ""
+    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]{mark}"
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:+.1f}%"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> dict:
+    return {"headers": headers, "rows": rows}
+
+
+def to_markdown(t: dict) -> str:
+    lines = ["| " + " | ".join(t["headers"]) + " |", "|" + "---|" * len(t["headers"])]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |" for row in t["rows"]]
+    return "\n".join(lines)
+
+
+def to_html(t: dict) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in t["headers"])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in t["rows"])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+# ---------------------------------------------------------------- figures
+
+
+def training_figure(model_dir: Path, seed_dir: Path, out_png: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("rubric/overall", "reward (rubric overall)"), ("rubric/feelings", "feelings"),
+              ("rubric/intentions", "intentions"), ("rubric/self_awareness", "self-awareness"),
+              ("completions/mean_length", "completion length (tokens)"), ("frac_reward_zero_std", "zero-std group fraction")]  # fmt: skip
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6))
+    drawn = False
+    for direction, colour in (("human", "tab:red"), ("reverse", "tab:blue")):
+        path = seed_dir / direction / "metrics.jsonl"
+        if not path.exists():
+            continue
+        rows = [json.loads(line) for line in read_text(path).splitlines() if line.strip()]
+        rows = [r for r in rows if "reward" in r]
+        for ax, (key, title) in zip(axes.flat, panels):
+            pts = [(r["step"], r[key]) for r in rows if key in r]
+            if pts:
+                ax.plot(*zip(*pts), color=colour, label=direction)
+                drawn = True
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel("step", fontsize=8)
+    if not drawn:
+        plt.close(fig)
+        return None
+    axes.flat[0].legend()
+    fig.suptitle(f"training curves: {model_dir.name} / {seed_dir.name}")
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return out_png
+
+
+def humanlike_figure(rows: list[dict], title: str, out_png: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r.get("eval") == "humanlike" and r.get("base") is not None and "/" in r["metric"]]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows)), 4))
+    x = np.arange(len(rows))
+    for k, (key, label, colour) in enumerate((("base", "base", "grey"), ("hl", "HL", "tab:red"), ("rev", "reverse", "tab:blue"))):
+        ax.bar(x + (k - 1) * 0.27, [r[key] or 0 for r in rows], 0.27, label=label, color=colour)
+    ax.set_xticks(x, [r["metric"].replace("_judge", "") for r in rows], rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return out_png
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _samples(base: Path, hl: Path, rev: Path, k: int = 5) -> list[list[str]]:
+    b, h, r = _items(base, "humanlike"), _items(hl, "humanlike"), _items(rev, "humanlike")
+    ids = [i for i in b if i in h and i in r][:k]
+    return [[b[i]["prompt"], b[i]["answer"], h[i]["answer"], r[i]["answer"]] for i in ids]
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """Write report.md, report.html and figures/ for an experiment folder; returns report.md."""
+    run_dir = Path(run_dir)
+    state = _json(run_dir / "stages.json") or {"done": {}}
+    sections: list[tuple[str, list]] = []  # (title, [str | table | Path(figure)])
+    cells, headline = [], []
+    model_dirs = sorted(p for p in run_dir.iterdir() if p.is_dir() and (p / "eval-base").exists())
+    for model_dir in model_dirs:
+        base = model_dir / "eval-base"
+        for seed_dir in sorted(model_dir.glob("seed*")):
+            hl, rev = seed_dir / "eval-human", seed_dir / "eval-reverse"
+            if not (hl / "results.json").exists() or not (rev / "results.json").exists():
+                sections.append((f"{model_dir.name} / {seed_dir.name}", ["(evaluations not finished yet)"]))
+                continue
+            rows = comparison_rows(base, hl, rev)
+            label = f"{model_dir.name} / {seed_dir.name}"
+            human = [r for r in rows if r["eval"] == "humanlike" and "skipped" not in r]
+            bench = [r for r in rows if r["eval"] != "humanlike"]
+            t_human = table(
+                ["measure", "base", "HL", "reverse", "HL − reverse (95% CI)", "HL − base (95% CI)"],
+                [[r["metric"], _fmt(r["base"]), _fmt(r["hl"]), _fmt(r["rev"]), _ci(r["ci_hl_rev"]), _ci(r["ci_hl_base"])] for r in human],
+            )
+            headline += [[label, r["metric"], _fmt(r["base"]), _fmt(r["hl"]), _fmt(r["rev"]), _ci(r["ci_hl_rev"])]
+                         for r in human if r["metric"] in ("self_judge/overall", "independent_judge/overall", "lexical/any")]  # fmt: skip
+            t_bench = table(
+                ["eval", "metric", "n", "better", "base", "HL", "reverse", "HL vs rev", "HL vs base", "HL − rev (95% CI)", "HL − base (95% CI)"],
+                [[r["eval"], r["metric"], "–", "–", "skipped", r["skipped"][:80], "", "", "", "", ""] if "skipped" in r else
+                 [r["eval"], r["metric"], r["n"], r["better"], _fmt(r["base"]), _fmt(r["hl"]), _fmt(r["rev"]),
+                  _pct(r["rel_hl_rev"]), _pct(r["rel_hl_base"]), _ci(r["ci_hl_rev"]), _ci(r["ci_hl_base"])] for r in bench],
+            )  # fmt: skip
+            cells += [r["rel_hl_rev"] for r in bench if "skipped" not in r and r["rel_hl_rev"] is not None]
+            figs = [training_figure(model_dir, seed_dir, run_dir / "figures" / f"train-{model_dir.name}-{seed_dir.name}.png"),
+                    humanlike_figure(human, f"human-likeness: {label}", run_dir / "figures" / f"humanlike-{model_dir.name}-{seed_dir.name}.png")]  # fmt: skip
+            samples = table(["prompt", "base", "HL", "reverse"], _samples(base, hl, rev))
+            sections.append((f"{label}: human-likeness", [t_human, *[f for f in figs[1:] if f]]))
+            sections.append((f"{label}: benchmarks", [t_bench]))
+            sections.append((f"{label}: training curves", [f for f in figs[:1] if f] or ["(no training metrics)"]))
+            sections.append((f"{label}: sample answers to the same eval prompts", [samples]))
+
+    s = summary(cells)
+    degraded = sorted((c for c in cells if c < -0.10))
+    summary_table = table(
+        ["statistic", "this run", "paper (HMX-feel)"],
+        [["cells (model × metric), HL vs reverse", str(s["n"]), "–"],
+         ["improved or degraded by < 2%", _pct(s["within_2pct"]).lstrip("+"), "81.4%"],
+         ["degraded by > 10%", _pct(s["degraded_10pct"]).lstrip("+"), "15.0%"]],
+    )  # fmt: skip
+    intro = [
+        "Base model vs human-like (HL, rewarded for expressing feelings, intentions and self-awareness) vs reverse "
+        "(rewarded for not expressing them). Relative changes are direction-aware: positive = better (for bias "
+        "scores, smaller |bias|). CIs are paired bootstrap 95% intervals over the same items; `*` marks a CI that "
+        "excludes zero.",
+        table(["model / seed", "measure", "base", "HL", "reverse", "HL − reverse (95% CI)"], headline),
+        summary_table,
+        f"Cells degraded by more than 10%: {len(degraded)}.",
+    ]
+    manifest = {"stages": state.get("done", {}), "experiment": read_text(run_dir / "experiment.yaml") if (run_dir / "experiment.yaml").exists() else None}
+    for run_json in sorted(run_dir.glob("*/seed*/*/run.json")):
+        rec = _json(run_json)
+        manifest[str(run_json.parent.relative_to(run_dir))] = {k: rec.get(k) for k in ("model", "direction", "config", "rubric", "prompts", "versions", "device", "steps_done")}
+    for res in sorted(run_dir.glob("*/**/results.json")):
+        manifest[str(res.parent.relative_to(run_dir))] = (_json(res) or {}).get("manifest")
+    sections = [("Headline", intro), *sections, ("Run manifest", ["```\n" + json.dumps(manifest, indent=1, default=str)[:20000] + "\n```"])]
+    return _write(run_dir, sections)
+
+
+def _write(run_dir: Path, sections) -> Path:
+    md, body = ["# hmx-feel report\n"], []
+    for title, parts in sections:
+        md.append(f"## {title}\n")
+        body.append(f"<h2>{html.escape(title)}</h2>")
+        for part in parts:
+            if isinstance(part, dict):
+                md.append(to_markdown(part) + "\n")
+                body.append(to_html(part))
+            elif isinstance(part, Path):
+                md.append(f"![{part.stem}]({part.relative_to(run_dir)})\n")
+                data = base64.b64encode(part.read_bytes()).decode()
+                body.append(f'<img alt="{html.escape(part.stem)}" src="data:image/png;base64,{data}">')
+            else:
+                md.append(str(part) + "\n")
+                text = str(part)
+                body.append(f"<pre>{html.escape(text[4:-4])}</pre>" if text.startswith("```") else f"<p>{html.escape(text)}</p>")
+    style = "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}pre{font-size:11px;white-space:pre-wrap}"
+    atomic_write_text(run_dir / "report.md", "\n".join(md))
+    atomic_write_text(run_dir / "report.html", f"<!doctype html><html><head><meta charset='utf-8'><title>hmx-feel report</title><style>{style}</style></head><body><h1>hmx-feel report</h1>{''.join(body)}</body></html>")
+    return run_dir / "report.md"
