@@ -4,6 +4,8 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 TORCH   ?= torch==2.13.0
 export OMP_WAIT_POLICY ?= PASSIVE
+# Offline benchmark copies, where this checkout has them beside it (CI and the project's machines do).
+export HMX_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
 .PHONY: setup demo test test-fast bench clean
 
@@ -19,7 +21,7 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/hmx train --model embedded --direction human --out runs/demo-human --force
+	$(BIN)/hmx run --preset demo
 
 test: setup
 	$(BIN)/python -m pytest -q
