@@ -58,6 +58,7 @@ class TrainConfig:
     save_every: int = _f(10, "Write a checkpoint every N steps (atomically); `--resume` continues from the last.")
     keep_checkpoints: int = _f(2, "How many checkpoints to keep on disk.")
     samples_per_step: int = _f(4, "Completions per step written to samples.jsonl with their scores.")
+    stop_on_alert: bool = _f(False, "Stop (after a checkpoint) when a reward-hacking monitor crosses its threshold.")
     gradient_checkpointing: bool = _f(False, "Trade compute for memory (off on CPU: it only slows small models).")
     dtype: str = _f("auto", "'auto' (fp32 on CPU, bf16 on GPU), 'float32' or 'bfloat16'.")
 

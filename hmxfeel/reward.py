@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
+from hmxfeel.monitors import text_health
 from hmxfeel.rubric import Rubric
 
 DIRECTIONS = ("human", "reverse")
@@ -68,6 +69,9 @@ class RubricReward:
                 log_metric(f"rubric/{name}_std", (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5)
             if log_extra is not None:
                 log_extra(f"rubric/{name}", values)
+        if log_metric is not None:
+            for name, value in text_health(answers).items():
+                log_metric(name, value)
         if self.on_scores is not None:
             step = getattr(trainer_state, "global_step", None)
             self.on_scores(users, answers, scores, rewards, step)

@@ -23,6 +23,7 @@ from hmxfeel import rubric as rubric_mod
 from hmxfeel.errors import UserError
 from hmxfeel.io import append_jsonl, atomic_write_json, atomic_write_text, read_text, truncate_jsonl
 from hmxfeel.judge import make_judge
+from hmxfeel.monitors import make_callback
 from hmxfeel.reward import DIRECTIONS, RubricReward
 
 RUN_FILE = "run.json"
@@ -282,6 +283,7 @@ def train(
         target_modules=list(cfg.lora_targets or family.lora_targets),
         task_type="CAUSAL_LM",
     )
+    monitor = make_callback(stop_on_alert=cfg.stop_on_alert)
     trainer = _trainer_class()(
         model=loaded.model,
         reward_funcs=[reward],
@@ -289,7 +291,7 @@ def train(
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora,
-        callbacks=[_metrics_callback(out / "metrics.jsonl")],
+        callbacks=[_metrics_callback(out / "metrics.jsonl"), monitor],
     )
     judge.model = trainer.model  # the PeftModel: frozen judge = adapter disabled, policy judge = adapter on
 
@@ -299,7 +301,14 @@ def train(
         truncate_jsonl(out / log, lambda row: row.get("step", 0) <= done_step)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
-    record.update(status="complete", finished=time.time(), steps_done=trainer.state.global_step)
+    steps_done = trainer.state.global_step
+    record.update(alerts=monitor.alerts, steps_done=steps_done)
+    if steps_done < cfg.steps:  # stopped by a signal or a monitor: a checkpoint was written, no adapter yet
+        why = f"signal {monitor.signalled}" if monitor.signalled else "a reward-hacking monitor"
+        record.update(status="interrupted", stopped_by=why)
+        atomic_write_json(out / RUN_FILE, record)
+        raise UserError(f"{out}: stopped by {why} after step {steps_done} (checkpoint saved); continue with --resume")
+    record.update(status="complete", finished=time.time())
     adapter = save_adapter(trainer.model, out / "adapter", record)
     atomic_write_json(out / RUN_FILE, record)
     return adapter

@@ -64,3 +64,41 @@ def test_embedded_two_grpo_steps(tmp_path):
     assert lora_b_norm(adapter) > 0
     rewards = [json.loads(line)["reward"] for line in (out / "metrics.jsonl").read_text().splitlines() if "reward" in line]
     assert len(rewards) == 2 and all(0.0 <= r <= 1.0 for r in rewards)
+
+
+def test_sigterm_checkpoints_then_resume_finishes(smol_twin, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("steps: 40\nprompts_per_step: 1\nnum_generations: 2\nmax_completion_tokens: 8\nsave_every: 100\n")
+    cmd = [sys.executable, "-m", "hmxfeel.cli", "train", "--model", str(smol_twin), "--out", str(out), "--config", str(cfg), "--device", "cpu"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().strip()):
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err[-2000:]
+    assert "stopped by signal SIGTERM" in err and "--resume" in err
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "interrupted" and 1 <= record["steps_done"] < 40
+    ckpt = last_checkpoint(out / "checkpoints")
+    assert ckpt is not None and int(ckpt.name.split("-")[1]) == record["steps_done"]  # saved on the way out
+
+    cfg.write_text("steps: 40\n")  # ignored on resume: the run keeps its own config
+    done = record["steps_done"]
+    import dataclasses
+
+    saved = TrainConfig(**record["config"])
+    short = dataclasses.replace(saved, steps=done + 1)
+    record["config"] = dataclasses.asdict(short)  # finish quickly: one more step
+    (out / "run.json").write_text(json.dumps(record))
+    train(str(smol_twin), "human", out, TrainConfig(), resume=True, device="cpu")
+    final = json.loads((out / "run.json").read_text())
+    assert final["status"] == "complete" and final["steps_done"] == done + 1

@@ -1,0 +1,89 @@
+"""Reward-hacking and stop monitors for training.
+
+An RL policy finds whatever its reward likes: longer and longer answers, one phrase repeated, empty or garbled
+output, or groups whose answers all score the same (no learning signal). These statistics are logged every
+step; crossing a threshold prints a warning and, with `stop_on_alert`, ends training after a checkpoint.
+"""
+
+from __future__ import annotations
+
+import signal
+import warnings
+
+
+def distinct_n(texts: list[str], n: int = 2) -> float:
+    """Unique word n-grams / all word n-grams over a batch (1 = no repetition; near 0 = one phrase repeated)."""
+    grams = [tuple(words[i : i + n]) for t in texts for words in [t.split()] for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def is_degenerate(text: str) -> bool:
+    """Empty, or mostly one repeated word: the kinds of output a hacked reward produces."""
+    words = text.split()
+    if len(words) < 2:
+        return True
+    top = max(words.count(w) for w in set(words))
+    return len(words) >= 8 and top / len(words) > 0.5
+
+
+def text_health(answers: list[str]) -> dict[str, float]:
+    return {
+        "monitor/distinct_2": distinct_n(answers, 2),
+        "monitor/degenerate_frac": sum(map(is_degenerate, answers)) / max(1, len(answers)),
+        "monitor/words_mean": sum(len(a.split()) for a in answers) / max(1, len(answers)),
+    }
+
+
+# metric -> (direction, threshold): alert when the value is below ("min") or above ("max") the threshold.
+THRESHOLDS = {
+    "monitor/distinct_2": ("min", 0.3),
+    "monitor/degenerate_frac": ("max", 0.5),
+    "frac_reward_zero_std": ("max", 0.75),
+}
+
+
+def make_callback(stop_on_alert: bool = False, length_drift: float = 2.0):
+    """A TrainerCallback that checks the thresholds (and completion-length drift vs the first steps) and that
+    turns SIGINT / SIGTERM into "checkpoint now, then stop" instead of an abrupt death."""
+    from transformers import TrainerCallback
+
+    class Monitor(TrainerCallback):
+        def __init__(self):
+            self.first_lengths: list[float] = []
+            self.alerts: list[str] = []
+            self.signalled: str | None = None
+            self._previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def _on_signal(self, signum, frame):
+            self.signalled = signal.Signals(signum).name
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            found = []
+            for key, (kind, limit) in THRESHOLDS.items():
+                value = logs.get(key)
+                if value is not None and (value < limit if kind == "min" else value > limit):
+                    found.append(f"{key}={value:.3f} ({'below' if kind == 'min' else 'above'} {limit})")
+            length = logs.get("completions/mean_length")
+            if length is not None:
+                if len(self.first_lengths) < 3:
+                    self.first_lengths.append(length)
+                elif length > length_drift * (sum(self.first_lengths) / len(self.first_lengths)):
+                    found.append(f"completion length {length:.0f} drifted over {length_drift}x its start")
+            for alert in found:
+                warnings.warn(f"step {state.global_step}: reward-hacking monitor: {alert}", stacklevel=1)
+            self.alerts += [f"step {state.global_step}: {a}" for a in found]
+            if found and stop_on_alert:
+                control.should_save = True
+                control.should_training_stop = True
+
+        def on_train_end(self, args, state, control, **kwargs):
+            for sig, handler in self._previous.items():  # the process's own handlers again (e.g. Ctrl-C)
+                signal.signal(sig, handler)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.signalled:
+                control.should_save = True
+                control.should_training_stop = True
+
+    return Monitor()
