@@ -61,6 +61,7 @@ def test_every_config_field_has_help():
 def test_gpu_defaults_differ_and_overrides_apply():
     cpu, gpu = C.TrainConfig.for_device("cpu"), C.TrainConfig.for_device("cuda")
     assert gpu.max_completion_tokens > cpu.max_completion_tokens and gpu.num_generations > cpu.num_generations
+    assert gpu.gradient_checkpointing and not cpu.gradient_checkpointing  # 24 GiB fit needs it (bench/gpu_fit.py)
     assert C.TrainConfig.for_device("cpu", steps=3).steps == 3
 
 

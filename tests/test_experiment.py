@@ -1,0 +1,82 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from hmxfeel import experiment
+from hmxfeel.errors import UserError
+
+
+def tiny_experiment(tmp_path, twin) -> str:
+    data = {
+        "models": [{"name": "twin", "model": str(twin)}],
+        "train": {"steps": 3, "prompts_per_step": 1, "num_generations": 2, "max_completion_tokens": 8,
+                  "save_every": 1, "judge_batch_size": 4},
+        "suite": "humanlike",
+        "limit": 3,
+        "device": "cpu",
+    }  # fmt: skip
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_experiment_file_validation(tmp_path):
+    bad = tmp_path / "e.yaml"
+    bad.write_text("models: []\n")
+    with pytest.raises(UserError, match="non-empty list"):
+        experiment.load(bad)
+    bad.write_text("models: [{model: embedded}]\nseedz: [1]\n")
+    with pytest.raises(UserError, match="did you mean 'seeds'"):
+        experiment.load(bad)
+    bad.write_text("models: [{model: embedded}]\ntrain: {lr: 1}\n")
+    with pytest.raises(UserError, match="unknown key 'lr'"):
+        experiment.load(bad)
+    with pytest.raises(UserError, match="unknown preset"):
+        experiment.load(preset="nope")
+    for name in ("demo", "paper"):
+        exp, _ = experiment.load(preset=name)
+        assert exp.models and experiment.train_config(exp, "human", 0, exp.device or "cpu").steps > 0
+
+
+def test_tiny_experiment_killed_mid_stage_then_resumed(tmp_path, smol_twin):
+    path, out = tiny_experiment(tmp_path, smol_twin), tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "hmxfeel.cli", "run", path, "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    # Wait until the human-like training has logged a step, then kill the whole process without warning.
+    metrics = out / "twin" / "seed0" / "human" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().strip()):
+        assert proc.poll() is None, "experiment ended before it could be killed"
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = json.loads((out / "stages.json").read_text())
+    assert "twin/eval-base" in state["done"] and "twin/seed0/train-human" not in state["done"]
+
+    exp, text = experiment.load(path)
+    report = experiment.run(exp, text, out, log=lambda m: None)
+    state = json.loads((out / "stages.json").read_text())
+    assert len(state["done"]) == 5
+    run = json.loads((out / "twin" / "seed0" / "human" / "run.json").read_text())
+    assert run["status"] == "complete" and run["steps_done"] == 3
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines() if "reward" in json.loads(line)]
+    assert steps == [1, 2, 3]  # nothing logged twice after the resume
+    md = report.read_text()
+    for section in ("Headline", "human-likeness", "benchmarks", "training curves", "sample answers", "Run manifest",
+                    "81.4%", "self_judge/overall", "lexical/any"):  # fmt: skip
+        assert section in md, section
+    assert (out / "report.html").read_text().count("<img") >= 2
+
+    # Rerunning a finished experiment does no work; a different experiment in the same folder is refused.
+    t0 = time.time()
+    experiment.run(exp, text, out, log=lambda m: None)
+    assert time.time() - t0 < 30
+    with pytest.raises(UserError, match="different experiment"):
+        experiment.run(exp, text + "\nlimit: 2\n", out)
