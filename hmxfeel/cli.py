@@ -22,7 +22,8 @@ console = Console(stderr=True)
 
 
 def user_errors(fn):
-    """Turn a UserError into one clear line and exit code 2 (no traceback: it is the input, not the code)."""
+    """Turn a UserError (or an OSError naming a path) into one clear line and exit code 2 (no traceback: it is
+    the input or the machine, not the code)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -30,6 +31,14 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except UserError as exc:
             print(f"hmx: error: {exc}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            # A write or read the environment refused (full disk, read-only folder, permissions): the input is
+            # the machine, not the code, so one line naming the path. OSErrors without a path are real bugs.
+            if exc.filename is None:
+                raise
+            where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else f"{exc.filename}"
+            print(f"hmx: error: {where}: {exc.strerror or exc}", file=sys.stderr)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -133,6 +142,7 @@ def eval_cmd(
     prompts: Optional[Path] = typer.Option(None, help="Prompt JSONL; its eval split is used (default: packaged)."),
     seed: int = typer.Option(0, help="Seed for answer sampling and item selection."),
     device: Optional[str] = typer.Option(None, help="'cpu' or 'cuda' (default: cuda when available)."),
+    humanlike_limit: Optional[int] = typer.Option(None, help="Eval prompts for human-likeness (default: --limit)."),
 ):
     """Evaluate a model (optionally + adapter): human-likeness and the benchmark battery."""
     from hmxfeel.evaluate import evaluate
@@ -141,7 +151,7 @@ def eval_cmd(
     out = out or Path("runs") / f"eval-{name}"
     records = evaluate(model, out, adapter=str(adapter) if adapter else None, suite=suite, data_dir=data_dir,
                        limit=limit, resume=resume, judge=judge, judge_model=judge_model, rubric_path=rubric,
-                       prompts_path=prompts, seed=seed, device=device)  # fmt: skip
+                       prompts_path=prompts, seed=seed, device=device, humanlike_limit=humanlike_limit)  # fmt: skip
     table = Table("eval", "metric", "value", "95% CI", "n", "better", title=f"hmx eval: {name}")
     for r in records:
         if r.get("skipped"):

@@ -72,6 +72,7 @@ def evaluate(
     prompts_path: str | None = None,
     seed: int = 0,
     device: str | None = None,
+    humanlike_limit: int | None = None,
 ) -> list[dict]:
     from hmxfeel.evals import humanlike
     from hmxfeel.train import versions
@@ -91,7 +92,7 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = {"model": model, "adapter": str(adapter) if adapter else None}
 
-    human_limit = limit if limit is not None else (16 if suite == "quick" else None)
+    human_limit = next((x for x in (humanlike_limit, limit) if x is not None), 16 if suite == "quick" else None)
     records = humanlike.run(loaded, rubric, prompt_set, out, resume=resume, independent=indep,
                             independent_name=indep_name, limit=human_limit, seed=seed, fingerprint=fingerprint)  # fmt: skip
     if suite != "humanlike":
@@ -103,6 +104,7 @@ def evaluate(
         "suite": suite,
         "data_dir": data_dir,
         "limit": limit,
+        "humanlike_limit": human_limit,
         "seed": seed,
         "rubric_sha256": rubric.sha256,
         "prompts_sha256": prompt_set.sha256,

@@ -39,6 +39,7 @@ class Experiment:
     seeds: list = field(default_factory=lambda: [0])  # one training run per seed and direction
     suite: str = "default"  # evaluation suite (hmx eval --suite)
     limit: int | None = None  # items per evaluation (None = the suite's limits)
+    humanlike_limit: int | None = None  # eval prompts for human-likeness (None = `limit`, else all / 16 in quick)
     data_dir: str | None = None  # local benchmark copies (else HMX_DATA_DIR / the Hub)
     judge: str | None = None  # independent judge: model spec or OpenAI-compatible URL
     judge_model: str | None = None  # model name for an endpoint judge
@@ -99,7 +100,8 @@ def plan(exp: Experiment, out: Path, device: str) -> list[Stage]:
         def go():
             resume = folder.exists() and any(folder.iterdir())
             evaluate(model, folder, adapter=adapter, suite=exp.suite, data_dir=exp.data_dir, limit=exp.limit,
-                     resume=resume, judge=exp.judge, judge_model=exp.judge_model, device=device)  # fmt: skip
+                     resume=resume, judge=exp.judge, judge_model=exp.judge_model, device=device,
+                     humanlike_limit=exp.humanlike_limit)  # fmt: skip
         return go
 
     def train_stage(model, direction, folder, seed):

@@ -67,15 +67,76 @@ def prepare_out_dir(out: Path, resume: bool, force: bool) -> dict | None:
             raise UserError(f"{out}: folder already holds files; use --resume to continue or --force to start over")
         # --force never deletes: the old run is moved aside.
         aside = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-        os.replace(out, aside)
-    out.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(out, aside)
+        except OSError as exc:
+            raise UserError(f"{out}: cannot move the old run aside to {aside.name} ({exc.strerror or exc})") from None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot create the run folder ({exc.strerror or exc})") from None
     return None
 
 
+def _checkpoint_problem(ckpt: Path) -> str | None:
+    """Why a checkpoint folder cannot be resumed from (None when it looks whole): a trainer_state.json that
+    does not parse, or a safetensors file whose header or data is cut short / garbage."""
+    import json
+    import struct
+
+    try:
+        state = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "no trainer_state.json"
+    except (OSError, ValueError):
+        return "trainer_state.json does not parse"
+    if not isinstance(state, dict):
+        return "trainer_state.json is not a mapping"
+    for weights in ckpt.glob("*.safetensors"):
+        try:
+            with open(weights, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                if n > weights.stat().st_size - 8:
+                    return f"{weights.name} is truncated"
+                header = json.loads(fh.read(n))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (OSError, ValueError, struct.error, KeyError, TypeError, IndexError, AttributeError):
+            return f"{weights.name} is not a safetensors file"
+        if 8 + n + end > weights.stat().st_size:
+            return f"{weights.name} is truncated"
+    import zipfile
+
+    for blob in [*ckpt.glob("*.pt"), *ckpt.glob("*.pth")]:  # torch.save files are zip archives
+        try:
+            with zipfile.ZipFile(blob) as zf:
+                zf.infolist()
+        except (OSError, zipfile.BadZipFile):
+            return f"{blob.name} is truncated or not a torch file"
+    return None
+
+
+def _read_record(out: Path) -> dict | None:
+    """The run record as the main process left it (other ranks read it after the main process prepared the folder)."""
+    import json
+
+    return json.loads(read_text(out / RUN_FILE))
+
+
 def last_checkpoint(folder: Path) -> Path | None:
-    """Newest complete checkpoint (staging folders and half-written ones are ignored)."""
-    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+    """Newest usable checkpoint. Staging folders are ignored; a checkpoint whose trainer state does not parse or
+    whose weights are cut short is skipped for the previous one. Checkpoints that are all unusable are a
+    UserError (starting over silently would drop the logged steps)."""
+    candidates = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[1].isdigit()]
+    bad = []
+    for ckpt in sorted(candidates, key=lambda p: int(p.name.split("-")[1]), reverse=True):
+        problem = _checkpoint_problem(ckpt)
+        if problem is None:
+            return ckpt
+        if problem != "no trainer_state.json":  # half-written by a killed save: not a checkpoint at all
+            bad.append(f"{ckpt.name}: {problem}")
+    if bad:
+        raise UserError(f"{folder}: no usable checkpoint to resume from ({'; '.join(bad)}); use --force to start over")
+    return None
 
 
 def train_dataset(prompt_set, family, tokenizer, cfg):
@@ -107,11 +168,14 @@ def _trainer_class():
         def _save_checkpoint(self, model, trial):
             final_root = Path(self.args.output_dir)
             self._staging = final_root / ".staging"
-            shutil.rmtree(self._staging, ignore_errors=True)
+            if self.args.should_save:
+                shutil.rmtree(self._staging, ignore_errors=True)
+            self.accelerator.wait_for_everyone()
             try:
                 super()._save_checkpoint(model, trial)
             finally:
                 staging, self._staging = self._staging, None
+            self.accelerator.wait_for_everyone()  # every rank's files (e.g. its RNG state) are in before the move
             if self.args.should_save:
                 for ckpt in staging.glob("checkpoint-*"):
                     target = final_root / ckpt.name
@@ -199,7 +263,13 @@ def train(
     if direction not in DIRECTIONS:
         raise UserError(f"--direction must be one of {DIRECTIONS}, got {direction!r}")
     out = Path(out)
-    previous = prepare_out_dir(out, resume, force)
+    # Under `accelerate launch` every rank runs this function; only the main process writes run files.
+    from accelerate import PartialState
+
+    dist = PartialState()
+    main = dist.is_main_process
+    with dist.main_process_first():
+        previous = prepare_out_dir(out, resume, force) if main else (_read_record(out) if resume else None)
     if previous is not None:  # a resumed run keeps its own settings
         if previous["model"] != model_spec or previous["direction"] != direction:
             raise UserError(
@@ -231,7 +301,8 @@ def train(
         "status": "running",
         "started": previous["started"] if previous else time.time(),
     }
-    atomic_write_json(out / RUN_FILE, record)
+    if main:
+        atomic_write_json(out / RUN_FILE, record)
 
     # The judge scores through the very model being trained (adapter off for the frozen judge), so it is built
     # against the trainer's PeftModel below.
@@ -248,7 +319,7 @@ def train(
         frozen_model=models.judge_copy_for(loaded, cfg.judge_dtype, cfg.judge_identity),
     )
     reward = RubricReward(
-        judge, rubric, direction, scale=cfg.reward_scale, on_scores=SampleLog(out / "samples.jsonl", cfg.samples_per_step)
+        judge, rubric, direction, scale=cfg.reward_scale, on_scores=SampleLog(out / "samples.jsonl", cfg.samples_per_step) if main else None
     )
     on_cpu = device == "cpu"
     args = GRPOConfig(
@@ -297,8 +368,9 @@ def train(
 
     checkpoint = last_checkpoint(out / "checkpoints") if resume else None
     done_step = int(checkpoint.name.split("-")[1]) if checkpoint else 0
-    for log in ("metrics.jsonl", "samples.jsonl"):  # drop lines written after the checkpoint we resume from
+    for log in ("metrics.jsonl", "samples.jsonl") if main else ():  # drop lines written after that checkpoint
         truncate_jsonl(out / log, lambda row: row.get("step", 0) <= done_step)
+    dist.wait_for_everyone()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     steps_done = trainer.state.global_step
@@ -306,12 +378,15 @@ def train(
     if steps_done < cfg.steps:  # stopped by a signal or a monitor: a checkpoint was written, no adapter yet
         why = f"signal {monitor.signalled}" if monitor.signalled else "a reward-hacking monitor"
         record.update(status="interrupted", stopped_by=why)
-        atomic_write_json(out / RUN_FILE, record)
+        if main:
+            atomic_write_json(out / RUN_FILE, record)
         raise UserError(f"{out}: stopped by {why} after step {steps_done} (checkpoint saved); continue with --resume")
     record.update(status="complete", finished=time.time())
-    adapter = save_adapter(trainer.model, out / "adapter", record)
-    atomic_write_json(out / RUN_FILE, record)
-    return adapter
+    if main:
+        save_adapter(trainer.model, out / "adapter", record)
+        atomic_write_json(out / RUN_FILE, record)
+    dist.wait_for_everyone()
+    return out / "adapter"
 
 
 def save_adapter(model, target: Path, meta: dict) -> Path:
