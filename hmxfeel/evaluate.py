@@ -34,12 +34,48 @@ def attach_adapter(loaded: models.Loaded, adapter: str | Path) -> models.Loaded:
             raise UserError(f"{meta_file}: corrupt adapter metadata (not JSON)") from None
         if meta.get("model") != loaded.source and meta.get("base_model_path") != loaded.path:
             raise UserError(f"{adapter}: adapter was trained on {meta.get('model')!r}, not on {loaded.source!r}")
+    else:
+        # No hmx metadata (an adapter from elsewhere): PEFT's own record of the base model. LoRA weights of
+        # another model with the same projection shapes load without any error, so shapes alone prove nothing.
+        other = _foreign_base(adapter, loaded)
+        if other:
+            raise UserError(f"{adapter}: adapter was trained on {other!r}, not on {loaded.source!r}")
     try:
         model = PeftModel.from_pretrained(loaded.model, str(adapter))
     except (RuntimeError, ValueError, KeyError) as exc:
         raise UserError(f"{adapter}: adapter does not fit this model ({str(exc).splitlines()[0][:200]})") from None
     model.eval()
     return models.Loaded(model=model, tokenizer=loaded.tokenizer, family=loaded.family, source=loaded.source, path=loaded.path)
+
+
+_ARCH_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
+
+
+def _foreign_base(adapter: Path, loaded: models.Loaded) -> str | None:
+    """The base model named in adapter_config.json when it is clearly another model than `loaded`, else None.
+
+    A local base folder is compared by architecture (model type, sizes, vocabulary); a Hub id by its name,
+    case-insensitively, against what was asked for and what was loaded (an adapter of Org/Model fits a local copy
+    in a folder named Model)."""
+    try:
+        base = json.loads(read_text(adapter / "adapter_config.json")).get("base_model_name_or_path")
+    except (ValueError, AttributeError):
+        raise UserError(f"{adapter / 'adapter_config.json'}: corrupt adapter config (not a JSON mapping)") from None
+    if not base or not isinstance(base, str):
+        return None
+    names = {Path(str(x).rstrip("/")).name.lower() for x in (loaded.source, loaded.path) if x}
+    if Path(base).resolve() == Path(loaded.path).resolve() or Path(base.rstrip("/")).name.lower() in names:
+        return None
+    base_config = Path(base) / "config.json"
+    if base_config.is_file():
+        try:
+            theirs = json.loads(read_text(base_config))
+        except ValueError:
+            return None
+        ours = loaded.model.config.to_dict() if hasattr(loaded.model, "config") else {}
+        differs = any(k in theirs and k in ours and theirs[k] != ours[k] for k in _ARCH_KEYS)
+        return base if differs else None
+    return base
 
 
 def independent_judge(spec: str | None, rubric, model_name: str | None = None, device: str | None = None):
@@ -79,6 +115,9 @@ def evaluate(
 
     if suite not in SUITES:
         raise UserError(f"--suite must be one of {SUITES}, got {suite!r}")
+    for name, value in (("--limit", limit), ("--humanlike-limit", humanlike_limit)):
+        if value is not None and value < 1:
+            raise UserError(f"{name} must be >= 1, got {value}")
     out = Path(out)
     if (out / "results.json").exists() and not resume:
         raise UserError(f"{out}: already holds results; use --resume (or another --out)")

@@ -28,13 +28,37 @@ def read_text(path: str | Path) -> str:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
 
 
+def _strict_loader():
+    """A SafeLoader that rejects a key given twice in one mapping (plain YAML keeps the last one silently, so a
+    pasted-over setting would quietly win)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    duplicate = key in seen
+                except TypeError:  # an unhashable key: let the base class report it
+                    break
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key '{key}'", key_node.start_mark
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
+
+
 def read_yaml(path: str | Path) -> dict:
     """Parse a YAML (or JSON) mapping."""
     import yaml
 
     text = read_text(path)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_strict_loader())  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -75,19 +99,31 @@ def check_keys(data: dict, allowed: Iterable[str], where: str) -> None:
             raise UserError(f"{where}: unknown key '{key}'{hint}")
 
 
+def _write_error(path: Path, exc: OSError) -> UserError:
+    return UserError(f"{path}: cannot write ({exc.strerror or exc})")
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temp file in the same folder + rename: readers see the old or the new file, never half."""
+    """Write via a temp file in the same folder + rename: readers see the old or the new file, never half.
+
+    A refused write (full disk, read-only folder) leaves the old file as it was and no temp file behind, and
+    becomes a UserError naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _write_error(path, exc) from None
         raise
 
 
@@ -96,10 +132,13 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
 
 
 def append_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-        fh.flush()
+    text = "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+    except OSError as exc:
+        raise _write_error(Path(path), exc) from None
 
 
 def truncate_jsonl(path: str | Path, keep) -> None:

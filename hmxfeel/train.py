@@ -301,11 +301,9 @@ def train(
         "status": "running",
         "started": previous["started"] if previous else time.time(),
     }
-    if main:
-        atomic_write_json(out / RUN_FILE, record)
-
     # The judge scores through the very model being trained (adapter off for the frozen judge), so it is built
-    # against the trainer's PeftModel below.
+    # against the trainer's PeftModel below. It is built before the run record is written: a rubric whose score
+    # tokens do not fit this tokenizer must fail without leaving a "running" run behind.
     judge = make_judge(
         cfg.judge_mode,
         loaded.model,
@@ -318,6 +316,8 @@ def train(
         max_answer_tokens=cfg.max_answer_tokens,
         frozen_model=models.judge_copy_for(loaded, cfg.judge_dtype, cfg.judge_identity),
     )
+    if main:
+        atomic_write_json(out / RUN_FILE, record)
     reward = RubricReward(
         judge, rubric, direction, scale=cfg.reward_scale, on_scores=SampleLog(out / "samples.jsonl", cfg.samples_per_step) if main else None
     )

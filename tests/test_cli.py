@@ -51,3 +51,24 @@ def test_bad_config_rubric_and_direction(tmp_path):
     code, out = run("train", "--direction", "sideways", "--model", "x/y", "--out", str(tmp_path / "r2"))
     assert code == 2 and "--direction" in one_error_line(out)
     assert not (tmp_path / "r2").exists()
+
+
+def test_bad_limits_rejected_before_any_work(tmp_path):
+    code, out = run("eval", "--suite", "humanlike", "--limit", "0", "--out", str(tmp_path / "e"))
+    assert code == 2 and "--limit must be >= 1" in one_error_line(out)
+    assert not (tmp_path / "e").exists()
+
+
+def test_multi_token_score_tokens_leave_no_run_behind(tmp_path, smol_twin):
+    import yaml
+
+    from hmxfeel.rubric import DEFAULT_RUBRIC
+
+    data = yaml.safe_load(DEFAULT_RUBRIC.read_text())
+    data["formats"]["yes_no"]["tokens"] = {" Absolutely": 1, "Nope!": 0}
+    rubric = tmp_path / "r.yaml"
+    rubric.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    code, text = run("train", "--model", str(smol_twin), "--rubric", str(rubric), "--out", str(out), "--device", "cpu")
+    assert code == 2 and "is 2 tokens" in text.splitlines()[-1] or "tokens for this tokenizer" in text
+    assert not (out / "run.json").exists()  # a corrected rerun needs neither --resume nor --force

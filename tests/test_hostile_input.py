@@ -1,0 +1,397 @@
+"""Hostile and broken input through the real CLI (and the loaders): one clear line naming the file / field,
+exit code 2, and nothing already on disk overwritten or removed. Cases already covered by test_cli.py,
+test_rubric.py and test_prompts_config.py are not repeated here."""
+
+import errno
+import json
+import os
+import tempfile
+
+import pytest
+from typer.testing import CliRunner
+
+from hmxfeel.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exc_info
+    return result.exit_code, (result.stderr or "") + (result.stdout or "")
+
+
+def one_error_line(output: str) -> str:
+    # Library progress bars ("Loading weights: 100%|...| 20/20 [..it/s]") are not error output.
+    lines = [line for line in output.splitlines() if line.strip() and "it/s]" not in line]
+    assert len(lines) == 1, output
+    assert lines[0].startswith("hmx: error: ")
+    assert "Traceback" not in output
+    return lines[0]
+
+
+def fails(args, *needles):
+    code, out = run(*args)
+    line = one_error_line(out)
+    assert code == 2, out
+    for needle in needles:
+        assert needle in line, line
+    return line
+
+
+def no_run(folder):
+    """A refused command may leave an empty run folder (a rerun accepts it), never files."""
+    return not folder.exists() or not any(folder.iterdir())
+
+
+def snapshot(folder):
+    """Every file under `folder` with its bytes and mtime: compared before / after a refused command."""
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def rubric_text(**changes):
+    import yaml
+
+    from hmxfeel.rubric import DEFAULT_RUBRIC
+
+    data = yaml.safe_load(DEFAULT_RUBRIC.read_text(encoding="utf-8"))
+    for fn in changes.values():
+        fn(data)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def prompts_text(rows):
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
+GOOD_PROMPTS = [{"id": "a", "prompt": "How are you?", "split": "train"}, {"id": "b", "prompt": "Hi there", "split": "eval"}]
+
+
+# ------------------------------------------------------------------------------------------------ config files
+
+@pytest.mark.parametrize(
+    "name, content, needle",
+    [
+        ("malformed", "steps: [1, 2\n", "invalid YAML"),
+        ("empty", "", "expected a mapping at the top level, got NoneType"),
+        ("scalar", "just words\n", "expected a mapping at the top level, got str"),
+        ("wrong_type_list", "lora_targets: q_proj\n", "'lora_targets' must be list"),
+        ("bool_for_int", "steps: yes\n", "'steps' must be int"),
+        ("unknown_key", "num_generation: 4\n", "did you mean 'num_generations'"),
+        ("non_utf8", b"steps: 3\nsystem_prompt: caf\xe9\n", "not UTF-8"),
+        ("out_of_range", "temperature: 0\n", "temperature must be > 0"),
+        ("duplicate_key", "steps: 3\nlearning_rate: 0.1\nsteps: 300\n", "line 3 invalid YAML (duplicate key 'steps')"),
+    ],
+)
+def test_bad_config_file_via_cli(tmp_path, name, content, needle):
+    cfg = write(tmp_path / f"{name}.yaml", content)
+    before = snapshot(tmp_path)
+    line = fails(["train", "--model", "x/y", "--config", cfg, "--out", tmp_path / "run"], needle)
+    assert str(cfg) in line
+    assert not (tmp_path / "run").exists() and snapshot(tmp_path) == before
+
+
+def test_missing_config_file(tmp_path):
+    fails(["train", "--config", tmp_path / "nope.yaml", "--out", tmp_path / "run"], "nope.yaml", "file not found")
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------------ rubric files
+
+def test_rubric_with_zero_criteria(tmp_path):
+    path = write(tmp_path / "r.yaml", rubric_text(c=lambda d: d.update(criteria=[])))
+    fails(["check-rubric", path], "r.yaml", "'criteria' must be a non-empty list")
+
+
+def test_rubric_with_non_numeric_weight(tmp_path):
+    path = write(tmp_path / "r.yaml", rubric_text(c=lambda d: d["criteria"][1].update(weight="1.0x")))
+    fails(["check-rubric", path], "criteria[1].weight", "must be a number")
+
+
+def test_rubric_unknown_top_key_did_you_mean(tmp_path):
+    path = write(tmp_path / "r.yaml", rubric_text(c=lambda d: d.update(critera=d.pop("criteria"))))
+    fails(["check-rubric", path], "r.yaml", "did you mean 'criteria'")
+
+
+def test_rubric_non_utf8_via_train(tmp_path):
+    path = write(tmp_path / "r.yaml", rubric_text().encode("utf-8") + b"\n# \x80\x81 latin-1 garbage\n")
+    fails(["train", "--model", "x/y", "--rubric", path, "--out", tmp_path / "run"], "r.yaml", "not UTF-8")
+    assert no_run(tmp_path / "run")
+
+
+def test_rubric_is_a_folder(tmp_path):
+    fails(["check-rubric", tmp_path], str(tmp_path), "is a folder")
+
+
+def test_multi_token_score_tokens_on_smol_twin(smol_twin, tmp_path):
+    def tokens(d):
+        d["formats"]["yes_no"]["tokens"] = {" Absolutely": 1, "Nope!": 0}
+
+    path = write(tmp_path / "r.yaml", rubric_text(c=tokens))
+    out = tmp_path / "ev"
+    line = fails(["eval", "--model", smol_twin, "--suite", "humanlike", "--limit", "1", "--rubric", path,
+                  "--out", out, "--device", "cpu"], "score token", "tokens for this tokenizer", "formats.yes_no.tokens")  # fmt: skip
+    assert "Absolutely" in line or "Nope!" in line
+    assert not (out / "results.json").exists()
+
+
+# ------------------------------------------------------------------------------------------------ prompt files
+
+def test_prompt_file_with_duplicate_text_via_cli(tmp_path):
+    path = write(tmp_path / "p.jsonl", prompts_text(GOOD_PROMPTS + [{"id": "c", "prompt": "how ARE   you?", "split": "train"}]))
+    fails(["train", "--model", "x/y", "--prompts", path, "--out", tmp_path / "run"], "p.jsonl", "record 3", "duplicate")
+    assert no_run(tmp_path / "run")
+
+
+def test_prompt_file_with_empty_prompt_via_cli(tmp_path):
+    path = write(tmp_path / "p.jsonl", prompts_text(GOOD_PROMPTS + [{"id": "c", "prompt": "", "split": "train"}]))
+    fails(["train", "--model", "x/y", "--prompts", path, "--out", tmp_path / "run"], "p.jsonl", "id c", "empty prompt")
+
+
+def test_prompt_file_with_non_string_prompt_and_non_object_line(tmp_path):
+    path = write(tmp_path / "p.jsonl", prompts_text(GOOD_PROMPTS + [{"id": "c", "prompt": 42, "split": "train"}]))
+    fails(["train", "--model", "x/y", "--prompts", path, "--out", tmp_path / "run"], "p.jsonl", "record 3")
+    path = write(tmp_path / "q.jsonl", prompts_text(GOOD_PROMPTS) + '["a", "list"]\n')
+    fails(["train", "--model", "x/y", "--prompts", path, "--out", tmp_path / "run"], "q.jsonl:3", "expected a JSON object")
+
+
+def test_prompt_file_non_utf8_and_blank(tmp_path):
+    path = write(tmp_path / "p.jsonl", prompts_text(GOOD_PROMPTS).encode() + b'{"id": "c", "prompt": "\xff", "split": "train"}\n')
+    fails(["train", "--model", "x/y", "--prompts", path, "--out", tmp_path / "run"], "p.jsonl", "not UTF-8")
+    path = write(tmp_path / "blank.jsonl", "\n   \n\n")
+    fails(["train", "--model", "x/y", "--prompts", path, "--out", tmp_path / "run"], "blank.jsonl", "no records")
+
+
+# ------------------------------------------------------------------------------------------------ experiment files
+
+def test_experiment_unknown_key_and_bad_models(tmp_path):
+    path = write(tmp_path / "e.yaml", "models: [{model: embedded}]\nsedes: [0, 1]\n")
+    fails(["run", path, "--out", tmp_path / "o"], "e.yaml", "did you mean 'seeds'")
+    path = write(tmp_path / "f.yaml", "models: embedded\n")
+    fails(["run", path, "--out", tmp_path / "o"], "f.yaml", "'models' must be a non-empty list")
+    path = write(tmp_path / "g.yaml", "models: [{model: embedded}]\ntrain: {lerning_rate: 0.1}\n")
+    fails(["run", path, "--out", tmp_path / "o"], "g.yaml", "train", "did you mean 'learning_rate'")
+    assert not (tmp_path / "o").exists()
+
+
+def test_experiment_file_and_preset_arguments(tmp_path):
+    fails(["run"], "exactly one of")
+    fails(["run", "--preset", "nope"], "unknown preset 'nope'")
+    fails(["run", "--preset", "demo", "--seeds", "0", "--out", tmp_path / "o"], "--seeds must be >= 1")
+    fails(["report", tmp_path], str(tmp_path), "not an experiment folder")
+
+
+# ------------------------------------------------------------------------------------------------ output folders
+
+def fake_run(folder, model="someone/else", direction="human"):
+    from hmxfeel.config import TrainConfig
+
+    import dataclasses
+
+    record = {"model": model, "direction": direction, "config": dataclasses.asdict(TrainConfig()), "status": "running",
+              "rubric": {"source": "r"}, "prompts": {"source": "p"}, "started": 0}  # fmt: skip
+    write(folder / "run.json", json.dumps(record))
+    write(folder / "metrics.jsonl", '{"step": 1, "reward": 0.5}\n')
+    return folder
+
+
+def test_resume_a_folder_holding_another_run(tmp_path):
+    out = fake_run(tmp_path / "run")
+    before = snapshot(out)
+    fails(["train", "--model", "x/y", "--direction", "reverse", "--out", out, "--resume"], str(out), "holds a human run")
+    assert snapshot(out) == before
+
+
+def test_resume_with_corrupt_run_record(tmp_path):
+    out = tmp_path / "run"
+    write(out / "run.json", '{"model": "x/y", "direction": ')
+    before = snapshot(out)
+    fails(["train", "--model", "x/y", "--out", out, "--resume"], "run.json", "corrupt run record")
+    fails(["train", "--model", "x/y", "--out", tmp_path / "empty", "--resume"], "no run to resume")
+    assert snapshot(out) == before
+
+
+def test_eval_into_a_folder_that_holds_results(tmp_path):
+    out = tmp_path / "ev"
+    write(out / "results.json", '{"records": []}\n')
+    before = snapshot(out)
+    fails(["eval", "--model", "x/y", "--out", out], str(out), "already holds results")
+    fails(["eval", "--model", "x/y", "--suite", "everything", "--out", tmp_path / "ev2"], "--suite")
+    assert snapshot(out) == before and not (tmp_path / "ev2").exists()
+
+
+def _raise(err, name):
+    def boom(*args, **kwargs):
+        raise OSError(err, os.strerror(err), str(args[-1] if name == "replace" else kwargs.get("dir", args[0] if args else "?")))
+
+    return boom
+
+
+def test_full_disk_while_writing_the_run_record(smol_twin, tmp_path, monkeypatch):
+    """ENOSPC from the atomic rename of run.json: one line naming the file, no traceback, no temp file left."""
+    out = tmp_path / "run"
+    monkeypatch.setattr(os, "replace", _raise(errno.ENOSPC, "replace"))
+    line = fails(["train", "--model", smol_twin, "--out", out, "--device", "cpu", "--steps", "1"], "run.json")
+    assert "No space left on device" in line
+    assert not any(p.name.startswith(".run.json") for p in out.glob("*"))
+
+
+def test_read_only_output_folder(smol_twin, tmp_path, monkeypatch):
+    """EROFS when creating the temp file (root ignores chmod, so the error is simulated)."""
+    out = tmp_path / "run"
+    monkeypatch.setattr(tempfile, "mkstemp", _raise(errno.EROFS, "mkstemp"))
+    line = fails(["train", "--model", smol_twin, "--out", out, "--device", "cpu", "--steps", "1"], "run.json")
+    assert "Read-only file system" in line
+
+
+def test_force_cannot_move_the_old_run_aside(tmp_path, monkeypatch):
+    """--force on a read-only parent: the old run stays exactly where and as it was."""
+    out = fake_run(tmp_path / "run")
+    before = snapshot(out)
+    monkeypatch.setattr(os, "replace", _raise(errno.EROFS, "replace"))
+    fails(["train", "--model", "x/y", "--out", out, "--force"], "run", "Read-only file system")
+    assert snapshot(out) == before and [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_append_to_a_full_disk_names_the_file(tmp_path, monkeypatch):
+    from hmxfeel.errors import UserError
+    from hmxfeel.io import append_jsonl
+
+    path = write(tmp_path / "m.jsonl", '{"step": 1}\n')
+    real_open = open
+
+    def full_open(file, mode="r", *a, **k):
+        if "a" in mode:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+        return real_open(file, mode, *a, **k)
+
+    monkeypatch.setattr("builtins.open", full_open)
+    with pytest.raises(UserError, match=r"m\.jsonl.*No space left"):
+        append_jsonl(path, [{"step": 2}])
+    monkeypatch.undo()
+    assert path.read_text() == '{"step": 1}\n'
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+
+def make_checkpoint(folder, step, state='{"global_step": %d}', weights=None):
+    from safetensors.torch import save_file
+    import torch
+
+    ckpt = folder / f"checkpoint-{step}"
+    ckpt.mkdir(parents=True)
+    write(ckpt / "trainer_state.json", state % step if "%d" in state else state)
+    if weights is None:
+        save_file({"w": torch.zeros(4)}, str(ckpt / "adapter_model.safetensors"))
+    else:
+        write(ckpt / "adapter_model.safetensors", weights)
+    return ckpt
+
+
+def test_truncated_trainer_state_is_skipped(tmp_path):
+    from hmxfeel.train import last_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    make_checkpoint(folder, 1)
+    make_checkpoint(folder, 2, state='{"global_step": 2, "log_hist')
+    make_checkpoint(folder, 10, state="")
+    assert last_checkpoint(folder).name == "checkpoint-1"
+
+
+def test_garbage_safetensors_is_skipped_and_all_bad_is_one_line(tmp_path):
+    from hmxfeel.errors import UserError
+    from hmxfeel.train import last_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    make_checkpoint(folder, 1)
+    make_checkpoint(folder, 2, weights=b"\x00garbage, not a safetensors file")
+    assert last_checkpoint(folder).name == "checkpoint-1"
+    good = folder / "checkpoint-1" / "adapter_model.safetensors"
+    good.write_bytes(good.read_bytes()[:-3])  # truncated tensor data
+    with pytest.raises(UserError, match="no usable checkpoint"):
+        last_checkpoint(folder)
+    assert last_checkpoint(tmp_path / "none") is None
+
+
+def test_resume_skips_a_corrupt_last_checkpoint(smol_twin, tmp_path):
+    out = tmp_path / "run"
+    cfg = write(tmp_path / "c.yaml", "steps: 2\nprompts_per_step: 1\nnum_generations: 2\nmax_completion_tokens: 8\nsave_every: 1\n")
+    code, text = run("train", "--model", smol_twin, "--out", out, "--config", cfg, "--device", "cpu")
+    assert code == 0, text
+    import shutil
+
+    shutil.rmtree(out / "adapter")
+    (out / "checkpoints" / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2, "lo')
+    code, text = run("train", "--model", smol_twin, "--out", out, "--resume", "--device", "cpu")
+    assert code == 0, text
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps.count(1) == 1  # step 1 kept from the first run, step 2 redone once (+ the summary line)
+
+
+# ------------------------------------------------------------------------------------------------ adapters, data
+
+def test_adapter_of_another_base_model(twin_dirs, tmp_path):
+    """An adapter trained on the Qwen3 twin, offered to the SmolLM2 twin: refused by its hmx metadata, and without
+    it by PEFT's base_model_name_or_path (the twins' projections have the same shapes: the weights would load)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    qwen = twin_dirs["qwen3-0.6b"]
+    adapter = tmp_path / "qwen-run" / "adapter"
+    base = AutoModelForCausalLM.from_pretrained(qwen)
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")).save_pretrained(adapter)
+    write(adapter / "hmx_adapter.json", json.dumps({"model": str(qwen), "base_model_path": str(qwen)}))
+    before = snapshot(adapter)
+    smol = twin_dirs["smollm2-135m-instruct"]
+    fails(["eval", "--model", smol, "--adapter", adapter, "--suite", "humanlike", "--out", tmp_path / "ev",
+           "--device", "cpu"], str(adapter), "trained on")  # fmt: skip
+    (adapter / "hmx_adapter.json").unlink()
+    fails(["eval", "--model", smol, "--adapter", adapter, "--suite", "humanlike", "--out", tmp_path / "ev",
+           "--device", "cpu"], str(adapter), "trained on", "tiny-qwen3")  # fmt: skip
+    assert not (tmp_path / "ev" / "results.json").exists()
+    before.pop("hmx_adapter.json")
+    assert snapshot(adapter) == before
+
+
+def test_adapter_folder_without_config(smol_twin, tmp_path):
+    adapter = write(tmp_path / "adapter" / "README.md", "not an adapter").parent
+    fails(["eval", "--model", smol_twin, "--adapter", adapter, "--out", tmp_path / "ev", "--device", "cpu"],
+          "not a PEFT adapter folder")  # fmt: skip
+
+
+def test_dataset_records_with_missing_fields_are_skipped_with_reason(tmp_path):
+    pytest.importorskip("lm_eval")
+    import torch
+
+    from hmxfeel.evals import runner, synthetic
+    from hmxfeel.models import FAMILIES
+    from tests.test_evals_runner import FakeTokenizer, ShortestLM
+
+    root = synthetic.write(tmp_path / "data")
+    bbq = root / "bbq" / "data" / "Age.jsonl"
+    rows = [json.loads(line) for line in bbq.read_text().splitlines()]
+    rows[1].pop("label")
+    bbq.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tqa = root / "truthfulqa" / "data" / "mc_task.json"
+    tqa.write_text(tqa.read_text()[: len(tqa.read_text()) // 2])  # truncated JSON
+    before = snapshot(root)
+    recs = runner.run_battery(torch.nn.Linear(1, 1), FakeTokenizer(), FAMILIES["llama"], suite="quick", data_dir=root,
+                              out_dir=tmp_path / "out", lm=ShortestLM(), model_info={"model": "fake"},
+                              evals=["bbq", "truthfulqa_mc1", "persona"], log=lambda m: None)  # fmt: skip
+    by_eval = {r["eval"]: r for r in recs}
+    assert "Age.jsonl" in by_eval["bbq"]["skipped"] and "label" in by_eval["bbq"]["skipped"]
+    assert "mc_task.json" in by_eval["truthfulqa_mc1"]["skipped"] and "invalid JSON" in by_eval["truthfulqa_mc1"]["skipped"]
+    assert not by_eval["persona"].get("skipped")  # the broken files do not take the others down
+    assert snapshot(root) == before
