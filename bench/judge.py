@@ -122,8 +122,7 @@ def main(argv=None) -> int:
             times.append(time.perf_counter() - t0)
         med = statistics.median(times)
         overall[name] = result["overall"]
-        extra = f"parse failures {judge.last_failures}" if hasattr(judge, "last_failures") else ""
-        rows.append((name, med, med / len(answers), min(times), max(times), peak_rss_mib(), extra))
+        rows.append((name, med, med / len(answers), min(times), max(times), peak_rss_mib()))
         del judge
 
     ref = "logit fp32, prefix cache"
@@ -132,7 +131,7 @@ def main(argv=None) -> int:
           f" | Spearman vs generative | Spearman vs {ref} |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     gen = overall["generative fp32 (Score: N)"]
-    for name, med, per, lo, hi, rss, _ in rows:
+    for name, med, per, lo, hi, rss in rows:
         print(f"| {name} | {med:.2f} | {per:.3f} | {lo:.2f} | {hi:.2f} | {rss:.0f} | "
               f"{spearman(overall[name], gen):.2f} | {spearman(overall[name], overall[ref]):.2f} |")  # fmt: skip
     if not can_reset:

@@ -26,9 +26,13 @@ class TrainConfig:
     prompts_per_step: int = _f(2, "Distinct prompts per step (per process).")
     num_generations: int = _f(4, "GRPO group size: answers sampled per prompt; advantages are relative within it.")
     learning_rate: float = _f(
-        2e-4, "AdamW learning rate. LoRA needs ~10-100x the full fine-tuning rate; TRL's 1e-6 is for full weights."
+        3e-4, "AdamW learning rate. LoRA needs ~10-100x the full fine-tuning rate; TRL's 1e-6 is for full weights."
     )
-    beta: float = _f(0.0, "KL coefficient to the base model (0 = no reference pass; TRL's default).")
+    beta: float = _f(
+        0.05,
+        "KL coefficient to the base model (TRL's default is 0). Without it SmolLM2-135M's human-like run drifted "
+        "into short word salad that its weak self-judge still liked; the reference pass is the adapter-off model.",
+    )
     loss_type: str = _f("dapo", "TRL loss aggregation: grpo, dr_grpo, dapo (token-level, TRL default), bnpo, ...")
     scale_rewards: str = _f("group", "Advantage scaling: 'group' (divide by group std), 'batch', or 'none'.")
     reward_scale: float = _f(1.0, "Multiplier on the rubric reward before GRPO normalisation.")

@@ -68,8 +68,11 @@ def make_callback(stop_on_alert: bool = False, length_drift: float = 2.0):
             if length is not None:
                 if len(self.first_lengths) < 3:
                     self.first_lengths.append(length)
-                elif length > length_drift * (sum(self.first_lengths) / len(self.first_lengths)):
-                    found.append(f"completion length {length:.0f} drifted over {length_drift}x its start")
+                else:
+                    start = sum(self.first_lengths) / len(self.first_lengths)
+                    # Both directions: a hacked judge can prefer padding, or terse fragments (seen on SmolLM2-135M).
+                    if length > length_drift * start or length < start / length_drift:
+                        found.append(f"completion length {length:.0f} drifted beyond {length_drift}x of its start {start:.0f}")
             for alert in found:
                 warnings.warn(f"step {state.global_step}: reward-hacking monitor: {alert}", stacklevel=1)
             self.alerts += [f"step {state.global_step}: {a}" for a in found]
