@@ -7,10 +7,11 @@ child process; the figure is TRL's `step_time` of the SECOND step (warm: no firs
 Same prompts (same seed and data order), group size, prompt count and completion length in both arms.
 
   project  = TrainConfig() : logit judge, rubric prefix KV-cached, frozen judge as a bf16 copy on CPUs with native
-             bf16 (judge_dtype auto), no gradient checkpointing on CPU, LoRA lr 2e-4
+             bf16 (judge_dtype auto), no gradient checkpointing on CPU, the project's lr and KL beta
   trl+gen  = TrainConfig(judge_mode="generative", gradient_checkpointing=True, judge_dtype="same",
-             learning_rate=1e-6): TRL GRPOConfig's defaults where they differ (gradient checkpointing on, lr 1e-6;
-             bf16 off because this is a CPU) and the sampled "Score: N" judge on the fp32 policy
+             learning_rate=1e-6, beta=0.0): TRL GRPOConfig's defaults where they differ (gradient checkpointing
+             on, lr 1e-6, no KL reference pass; bf16 off because this is a CPU) and the sampled "Score: N" judge
+             on the fp32 policy
 
 Arms are interleaved (A B A B ...) so load drift on a shared machine hits both. Per child: step-2 time, the
 judge's share of it (wall time inside the reward function), and peak RSS (VmHWM of the child).
@@ -38,7 +39,10 @@ sys.path.insert(0, str(REPO))
 
 ARMS = {
     "project": {},
-    "trl+gen": {"judge_mode": "generative", "gradient_checkpointing": True, "judge_dtype": "same", "learning_rate": 1e-6},
+    "trl+gen": {
+        "judge_mode": "generative", "gradient_checkpointing": True, "judge_dtype": "same", "learning_rate": 1e-6,
+        "beta": 0.0,  # TRL's default (no reference pass); the project's CPU default is 0.05
+    },  # fmt: skip
 }
 
 

@@ -266,7 +266,9 @@ def train(
     # Under `accelerate launch` every rank runs this function; only the main process writes run files.
     from accelerate import PartialState
 
-    dist = PartialState()
+    device = device or models.default_device()
+    # cpu=True makes a CPU-only multi-process launch (gloo) initialise as multi-process, not as two single ranks.
+    dist = PartialState(cpu=device == "cpu")
     main = dist.is_main_process
     with dist.main_process_first():
         previous = prepare_out_dir(out, resume, force) if main else (_read_record(out) if resume else None)
@@ -280,7 +282,6 @@ def train(
 
     rubric = rubric_mod.load(rubric_path)
     prompt_set = prompts_mod.load(prompts_path)
-    device = device or models.default_device()
     dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
     torch.manual_seed(cfg.seed)
     loaded = models.load(model_spec, device=device, dtype=dtype, for_training=True)

@@ -11,9 +11,8 @@ What is proven:
   * both ranks hold bit-identical LoRA weights after 2 optimizer steps on DIFFERENT prompts (so the gradient
     all-reduce works), and the saved adapter equals them.
 
-Known break in hmxfeel/train.py (not fixed here; see the xfail reason and docs/scaling.md): on a CPU-only launch
-train()'s `PartialState()` (no cpu=True) says "one process", so every rank acts as the main process and the ranks
-race on `.adapter.staging`. The agreement test applies the proposed fix from outside, in its own entry script.
+train() builds its PartialState with cpu=True on CPU; without it a CPU-only launch resolves to "one process" and
+every rank acted as the main process (two ranks racing on `.adapter.staging`). The CLI test guards that.
 """
 
 import json
@@ -29,7 +28,7 @@ CONFIG = REPO / "accelerate_configs" / "cpu_2proc.yaml"
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 TINY_YAML = "steps: 2\nprompts_per_step: 1\nnum_generations: 2\nmax_completion_tokens: 8\nsave_every: 1\n"
 
-pytestmark = pytest.mark.slow  # two multi-process launches plus a probe: ~60-90 s on a busy 2-core machine
+pytestmark = pytest.mark.slow  # two multi-process launches plus a probe: 50-90 s on a 2-core machine, depending on load
 
 _port = iter(range(29610, 29700))
 
@@ -152,15 +151,6 @@ def test_two_ranks_hold_identical_lora_weights(smol_twin, tmp_path):
     assert {p.name for p in ckpt.glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="hmxfeel/train.py train() builds `PartialState()` without cpu=True before the trainer does. On a CPU-only "
-    "launch (WORLD_SIZE=2, no CUDA) accelerate then resolves DistributedType.NO, so `main = dist.is_main_process` is "
-    "True on BOTH ranks (the trainer re-initialises the state as MULTI_CPU later, but `main` is already wrong): both "
-    "write samples.jsonl (8 lines, not 4) and both run save_adapter(), racing on `.adapter.staging` (observed: rank 1 "
-    "'hmx: error: .../.adapter.staging/hmx_adapter.json: cannot write', exit 2). Fix: resolve the device first and "
-    "use `PartialState(cpu=device == 'cpu')` (docs/scaling.md, 'Known issues').",
-)
 def test_cli_train_two_processes(smol_twin, tmp_path):
     from peft import PeftConfig
 
