@@ -143,6 +143,7 @@ def eval_cmd(
     seed: int = typer.Option(0, help="Seed for answer sampling and item selection."),
     device: Optional[str] = typer.Option(None, help="'cpu' or 'cuda' (default: cuda when available)."),
     humanlike_limit: Optional[int] = typer.Option(None, help="Eval prompts for human-likeness (default: --limit)."),
+    backend: str = typer.Option("hf", help="Battery scoring backend: 'hf' (in-process) or 'vllm' (lm-eval's vLLM, GPU)."),
 ):
     """Evaluate a model (optionally + adapter): human-likeness and the benchmark battery."""
     from hmxfeel.evaluate import evaluate
@@ -151,7 +152,8 @@ def eval_cmd(
     out = out or Path("runs") / f"eval-{name}"
     records = evaluate(model, out, adapter=str(adapter) if adapter else None, suite=suite, data_dir=data_dir,
                        limit=limit, resume=resume, judge=judge, judge_model=judge_model, rubric_path=rubric,
-                       prompts_path=prompts, seed=seed, device=device, humanlike_limit=humanlike_limit)  # fmt: skip
+                       prompts_path=prompts, seed=seed, device=device, humanlike_limit=humanlike_limit,
+                       backend=backend)  # fmt: skip
     table = Table("eval", "metric", "value", "95% CI", "n", "better", title=f"hmx eval: {name}")
     for r in records:
         if r.get("skipped"):

@@ -58,6 +58,11 @@ class TrainConfig:
         "Precision of the frozen judge: 'auto' (a bf16 copy of the base model on CPUs with native bf16, ~1.8x "
         "faster; else the policy with its adapter off), 'same', 'float32' or 'bfloat16'.",
     )
+    # --- Rollouts on vLLM (GPU, `pip install 'hmx-feel[vllm]'`): TRL's own vLLM integration -------------------
+    use_vllm: bool = _f(False, "Generate rollouts with vLLM through TRL (GPU only; much faster than HF generate).")
+    vllm_mode: str = _f("colocate", "'colocate' (vLLM inside the training process) or 'server' (`trl vllm-serve`).")
+    vllm_server_base_url: str = _f("", "Server mode: base URL of the `trl vllm-serve` server (empty = TRL default).")
+    vllm_gpu_memory_utilization: float = _f(0.3, "Colocate mode: share of GPU memory vLLM may take.")
     # --- Run --------------------------------------------------------------------------------------------------
     save_every: int = _f(10, "Write a checkpoint every N steps (atomically); `--resume` continues from the last.")
     keep_checkpoints: int = _f(2, "How many checkpoints to keep on disk.")
@@ -86,6 +91,7 @@ class TrainConfig:
             "scale_rewards": ("group", "batch", "none"),
             "dtype": ("auto", "float32", "bfloat16"),
             "judge_dtype": ("auto", "same", "float32", "bfloat16"),
+            "vllm_mode": ("colocate", "server"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -109,10 +109,18 @@ def evaluate(
     seed: int = 0,
     device: str | None = None,
     humanlike_limit: int | None = None,
+    backend: str = "hf",
 ) -> list[dict]:
     from hmxfeel.evals import humanlike
     from hmxfeel.train import versions
 
+    if backend not in ("hf", "vllm"):
+        raise UserError(f"--backend must be 'hf' or 'vllm', got {backend!r}")
+    if backend == "vllm":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise UserError("--backend vllm needs vLLM: pip install 'hmx-feel[vllm]'")
     if suite not in SUITES:
         raise UserError(f"--suite must be one of {SUITES}, got {suite!r}")
     for name, value in (("--limit", limit), ("--humanlike-limit", humanlike_limit)):
@@ -135,7 +143,8 @@ def evaluate(
     records = humanlike.run(loaded, rubric, prompt_set, out, resume=resume, independent=indep,
                             independent_name=indep_name, limit=human_limit, seed=seed, fingerprint=fingerprint)  # fmt: skip
     if suite != "humanlike":
-        records += _battery(loaded, suite, data_dir, limit, out, resume, seed)
+        lm = _vllm_lm(loaded, adapter) if backend == "vllm" else None
+        records += _battery(loaded, suite, data_dir, limit, out, resume, seed, lm)
     manifest = {
         "model": model,
         "model_path": loaded.path,
@@ -155,8 +164,18 @@ def evaluate(
     return records
 
 
-def _battery(loaded, suite, data_dir, limit, out, resume, seed) -> list[dict]:
+def _vllm_lm(loaded, adapter):
+    """lm-eval's own vLLM backend for the multiple-choice battery (human-likeness still generates with HF)."""
+    from lm_eval.models.vllm_causallms import VLLM
+
+    kwargs = {"pretrained": loaded.path, "dtype": "bfloat16", "gpu_memory_utilization": 0.5}
+    if adapter:
+        kwargs.update(enable_lora=True, lora_local_path=str(adapter), max_lora_rank=64)
+    return VLLM(**kwargs)
+
+
+def _battery(loaded, suite, data_dir, limit, out, resume, seed, lm=None) -> list[dict]:
     from hmxfeel.evals.runner import run_battery
 
     return run_battery(loaded.model, loaded.tokenizer, loaded.family, suite=suite, data_dir=data_dir, limit=limit,
-                       out_dir=out, resume=resume, seed=seed)  # fmt: skip
+                       out_dir=out, resume=resume, seed=seed, lm=lm)  # fmt: skip

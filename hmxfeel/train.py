@@ -262,6 +262,13 @@ def train(
 
     if direction not in DIRECTIONS:
         raise UserError(f"--direction must be one of {DIRECTIONS}, got {direction!r}")
+    if cfg.use_vllm:
+        import importlib.util
+
+        if (device or models.default_device()) == "cpu":
+            raise UserError("use_vllm needs a GPU (vLLM rollouts are not supported on CPU)")
+        if importlib.util.find_spec("vllm") is None:
+            raise UserError("use_vllm needs vLLM: pip install 'hmx-feel[vllm]'")
     out = Path(out)
     # Under `accelerate launch` every rank runs this function; only the main process writes run files.
     from accelerate import PartialState
@@ -347,6 +354,10 @@ def train(
         use_cpu=on_cpu,
         report_to="none",
         disable_tqdm=False,
+        use_vllm=cfg.use_vllm,
+        vllm_mode=cfg.vllm_mode,
+        vllm_server_base_url=cfg.vllm_server_base_url or None,
+        vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
     )
     lora = LoraConfig(
         r=cfg.lora_r,

@@ -72,3 +72,16 @@ def test_multi_token_score_tokens_leave_no_run_behind(tmp_path, smol_twin):
     code, text = run("train", "--model", str(smol_twin), "--rubric", str(rubric), "--out", str(out), "--device", "cpu")
     assert code == 2 and "is 2 tokens" in text.splitlines()[-1] or "tokens for this tokenizer" in text
     assert not (out / "run.json").exists()  # a corrected rerun needs neither --resume nor --force
+
+
+def test_vllm_paths_fail_clearly_without_gpu_or_vllm(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("use_vllm: true\n")
+    code, out = run("train", "--config", str(cfg), "--device", "cpu", "--out", str(tmp_path / "r"))
+    assert code == 2 and "use_vllm needs a GPU" in one_error_line(out)
+    cfg.write_text("use_vllm: true\nvllm_mode: remote\n")
+    code, out = run("train", "--config", str(cfg), "--device", "cpu", "--out", str(tmp_path / "r"))
+    assert code == 2 and "vllm_mode must be one of" in one_error_line(out)
+    code, out = run("eval", "--backend", "vllm", "--out", str(tmp_path / "e"))
+    assert code == 2 and "vLLM" in one_error_line(out)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "e").exists()
