@@ -263,7 +263,9 @@ def build_report(run_dir: str | Path) -> Path:
                  [r["eval"], r["metric"], r["n"], r["better"], _fmt(r["base"]), _fmt(r["hl"]), _fmt(r["rev"]),
                   _pct(r["rel_hl_rev"]), _pct(r["rel_hl_base"]), _ci(r["ci_hl_rev"]), _ci(r["ci_hl_base"])] for r in bench],
             )  # fmt: skip
-            cells += [r["rel_hl_rev"] for r in bench if "skipped" not in r and r["rel_hl_rev"] is not None]
+            # Cells are (model, headline metric): per-category / per-set breakdowns ("bbq/acc_ambig/Age") would
+            # multiply a benchmark's weight and count n=1 cells.
+            cells += [r["rel_hl_rev"] for r in bench if "skipped" not in r and r["rel_hl_rev"] is not None and "/" not in r["metric"]]
             figs = [training_figure(model_dir, seed_dir, run_dir / "figures" / f"train-{model_dir.name}-{seed_dir.name}.png"),
                     humanlike_figure(human, f"human-likeness: {label}", run_dir / "figures" / f"humanlike-{model_dir.name}-{seed_dir.name}.png")]  # fmt: skip
             samples = table(["prompt", "base", "HL", "reverse"], _samples(base, hl, rev))
