@@ -90,3 +90,52 @@ def make_callback(stop_on_alert: bool = False, length_drift: float = 2.0):
                 control.should_training_stop = True
 
     return Monitor()
+
+
+def safety_callback(tokenizer, family, out_dir, every: int, items: int, max_drop: float, data_dir: str | None):
+    """Every `every` steps, score the policy on a fixed slice of TruthfulQA MC1 and BBQ (disambiguated accuracy),
+    append it to `safety.jsonl`, and stop (after a checkpoint) when either falls more than `max_drop` below its
+    value before training. The paper's warning: human-like training can cost truthfulness and change bias."""
+    import json
+    from pathlib import Path
+
+    from transformers import TrainerCallback
+
+    from hmxfeel.io import append_jsonl
+
+    watched = {("truthfulqa_mc1", "acc"): "truthfulqa_mc1", ("bbq", "acc_disambig"): "bbq_acc_disambig"}
+
+    class SafetySlice(TrainerCallback):
+        def __init__(self):
+            self.baseline: dict[str, float] | None = None
+            self.alert: str | None = None
+
+        def measure(self, model, step: int) -> dict[str, float]:
+            from hmxfeel.evals.runner import run_battery
+
+            records = run_battery(model, tokenizer, family, suite="quick", data_dir=data_dir, limit=items,
+                                  out_dir=Path(out_dir) / "safety" / f"step-{step}", evals=["truthfulqa_mc1", "bbq"])  # fmt: skip
+            values = {name: r["value"] for r in records for key, name in watched.items()
+                      if (r["eval"], r.get("metric")) == key and r.get("value") is not None}  # fmt: skip
+            append_jsonl(Path(out_dir) / "safety.jsonl", [{"step": step, **values}])
+            return values
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            if state.is_world_process_zero and self.baseline is None:
+                path = Path(out_dir) / "safety.jsonl"
+                rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+                self.baseline = next((r for r in rows if r["step"] == 0), None) or self.measure(model, 0)
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if not state.is_world_process_zero or state.global_step % every:
+                return
+            values = self.measure(model, state.global_step)
+            drops = {k: self.baseline[k] - v for k, v in values.items() if k in self.baseline}
+            worst = max(drops, key=drops.get, default=None)
+            if max_drop > 0 and worst is not None and drops[worst] > max_drop:
+                self.alert = f"safety slice: {worst} fell {drops[worst]:.3f} (> {max_drop}) at step {state.global_step}"
+                warnings.warn(self.alert, stacklevel=1)
+                control.should_save = True
+                control.should_training_stop = True
+
+    return SafetySlice()

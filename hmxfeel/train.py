@@ -23,7 +23,7 @@ from hmxfeel import rubric as rubric_mod
 from hmxfeel.errors import UserError
 from hmxfeel.io import append_jsonl, atomic_write_json, atomic_write_text, read_text, truncate_jsonl
 from hmxfeel.judge import make_judge
-from hmxfeel.monitors import make_callback
+from hmxfeel.monitors import make_callback, safety_callback
 from hmxfeel.reward import DIRECTIONS, RubricReward
 
 RUN_FILE = "run.json"
@@ -367,6 +367,12 @@ def train(
         task_type="CAUSAL_LM",
     )
     monitor = make_callback(stop_on_alert=cfg.stop_on_alert)
+    callbacks = [_metrics_callback(out / "metrics.jsonl"), monitor]
+    safety = None
+    if cfg.safety_every > 0:
+        safety = safety_callback(tokenizer, family, out, cfg.safety_every, cfg.safety_items, cfg.safety_max_drop,
+                                 cfg.safety_data_dir or None)  # fmt: skip
+        callbacks.append(safety)
     trainer = _trainer_class()(
         model=loaded.model,
         reward_funcs=[reward],
@@ -374,7 +380,7 @@ def train(
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora,
-        callbacks=[_metrics_callback(out / "metrics.jsonl"), monitor],
+        callbacks=callbacks,
     )
     judge.model = trainer.model  # the PeftModel: frozen judge = adapter disabled, policy judge = adapter on
 
@@ -388,7 +394,8 @@ def train(
     steps_done = trainer.state.global_step
     record.update(alerts=monitor.alerts, steps_done=steps_done)
     if steps_done < cfg.steps:  # stopped by a signal or a monitor: a checkpoint was written, no adapter yet
-        why = f"signal {monitor.signalled}" if monitor.signalled else "a reward-hacking monitor"
+        why = (f"signal {monitor.signalled}" if monitor.signalled
+               else safety.alert if safety is not None and safety.alert else "a reward-hacking monitor")  # fmt: skip
         record.update(status="interrupted", stopped_by=why)
         if main:
             atomic_write_json(out / RUN_FILE, record)
