@@ -284,6 +284,10 @@ def train(
             raise UserError(
                 f"{out}: holds a {previous['direction']} run of {previous['model']}, not {direction} of {model_spec}"
             )
+        known = {f.name for f in dataclasses.fields(config_mod.TrainConfig)}
+        unknown = sorted(set(previous.get("config", {})) - known)
+        if unknown:  # written by another hmx-feel version: resuming would silently drop those settings
+            raise UserError(f"{out / RUN_FILE}: unknown config fields {unknown} (written by another hmx-feel version)")
         cfg = config_mod.TrainConfig(**previous["config"])
         rubric_path, prompts_path = previous["rubric"]["source"], previous["prompts"]["source"]
 

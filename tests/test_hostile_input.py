@@ -395,3 +395,14 @@ def test_dataset_records_with_missing_fields_are_skipped_with_reason(tmp_path):
     assert "mc_task.json" in by_eval["truthfulqa_mc1"]["skipped"] and "invalid JSON" in by_eval["truthfulqa_mc1"]["skipped"]
     assert not by_eval["persona"].get("skipped")  # the broken files do not take the others down
     assert snapshot(root) == before
+
+
+def test_resume_of_a_run_from_another_version_is_refused(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    record = {"model": "embedded", "direction": "human", "config": {"steps": 3, "warp_drive": True}, "status": "running"}
+    (out / "run.json").write_text(json.dumps(record))
+    before = (out / "run.json").read_text()
+    code, text = run("train", "--model", "embedded", "--out", str(out), "--resume")
+    assert code == 2 and "unknown config fields ['warp_drive']" in one_error_line(text)
+    assert (out / "run.json").read_text() == before
