@@ -170,21 +170,20 @@ def cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-class Fp32Head:
-    """Wraps an output layer so bf16 hidden states are projected in fp32: judge scores keep fine resolution."""
+def fp32_head(head):
+    """Wrap an output layer so bf16 hidden states are projected in the layer's own (fp32) precision: judge scores
+    keep a fine resolution while the body runs in bf16."""
+    import torch
 
-    def __new__(cls, head):
-        import torch
+    class Fp32Head(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
 
-        class _Head(torch.nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
+        def forward(self, hidden):
+            return self.inner(hidden.to(self.inner.weight.dtype))
 
-            def forward(self, hidden):
-                return self.inner(hidden.to(self.inner.weight.dtype))
-
-        return _Head(head)
+    return Fp32Head(head)
 
 
 def load_judge_copy(loaded: Loaded, dtype) -> object:
@@ -200,7 +199,7 @@ def load_judge_copy(loaded: Loaded, dtype) -> object:
     for p in copy.parameters():
         p.requires_grad_(False)
     base = loaded.model.get_base_model() if hasattr(loaded.model, "get_base_model") else loaded.model
-    copy.set_output_embeddings(Fp32Head(base.get_output_embeddings()))  # shared with the policy, not copied
+    copy.set_output_embeddings(fp32_head(base.get_output_embeddings()))  # shared with the policy, not copied
     copy.eval()
     return copy
 

@@ -52,16 +52,8 @@ def versions() -> dict:
 
 def prepare_out_dir(out: Path, resume: bool, force: bool) -> dict | None:
     """Return the previous run record when resuming; refuse to write over a run unless asked to."""
-    record = out / RUN_FILE
     if resume:
-        if not record.exists():
-            raise UserError(f"{out}: no run to resume (no {RUN_FILE})")
-        import json
-
-        try:
-            return json.loads(read_text(record))
-        except ValueError:
-            raise UserError(f"{record}: corrupt run record (not JSON)") from None
+        return read_run_record(out)
     if out.exists() and any(out.iterdir()):
         if not force:
             raise UserError(f"{out}: folder already holds files; use --resume to continue or --force to start over")
@@ -115,11 +107,17 @@ def _checkpoint_problem(ckpt: Path) -> str | None:
     return None
 
 
-def _read_record(out: Path) -> dict | None:
-    """The run record as the main process left it (other ranks read it after the main process prepared the folder)."""
+def read_run_record(out: Path) -> dict:
+    """The run record of a run to resume (every rank reads it; only the main process prepares the folder)."""
     import json
 
-    return json.loads(read_text(out / RUN_FILE))
+    record = out / RUN_FILE
+    if not record.exists():
+        raise UserError(f"{out}: no run to resume (no {RUN_FILE})")
+    try:
+        return json.loads(read_text(record))
+    except ValueError:
+        raise UserError(f"{record}: corrupt run record (not JSON)") from None
 
 
 def last_checkpoint(folder: Path) -> Path | None:
@@ -278,7 +276,7 @@ def train(
     dist = PartialState(cpu=device == "cpu")
     main = dist.is_main_process
     with dist.main_process_first():
-        previous = prepare_out_dir(out, resume, force) if main else (_read_record(out) if resume else None)
+        previous = prepare_out_dir(out, resume, force) if main else (read_run_record(out) if resume else None)
     if previous is not None:  # a resumed run keeps its own settings
         if previous["model"] != model_spec or previous["direction"] != direction:
             raise UserError(
