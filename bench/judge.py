@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     from hmxfeel import prompts as prompts_mod
     from hmxfeel import rubric as rubric_mod
     from hmxfeel.evals.humanlike import generate
-    from hmxfeel.judge import GenerativeJudge, LogitJudge
+    from hmxfeel.judge import GenerativeJudge, LikelihoodJudge, LogitJudge
     from hmxfeel.reward import score_answers
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
@@ -78,13 +78,16 @@ def main(argv=None) -> int:
     print(f"# {len(answers)} completions, mean {statistics.fmean(n_tok):.1f} tokens, seed {args.seed}; "
           f"{len(rubric.names)} criteria; torch threads {torch.get_num_threads()}")  # fmt: skip
 
-    common = dict(identity="frozen", batch_size=8)
+    common = dict(identity="frozen", batch_size=8, format_name="yes_no")
     variants = [
         ("logit fp32, no prefix cache", lambda: LogitJudge(model, tok, family, rubric, prefix_cache=False, **common)),
         ("logit fp32, prefix cache", lambda: LogitJudge(model, tok, family, rubric, prefix_cache=True, **common)),
         ("logit bf16 copy, prefix cache", lambda: LogitJudge(
             model, tok, family, rubric, prefix_cache=True, frozen_model=models.judge_copy_for(loaded, "bfloat16"),
             **common)),
+        ("likelihood bf16 copy, prefix cache (rubric default)", lambda: LikelihoodJudge(
+            model, tok, family, rubric, prefix_cache=True, frozen_model=models.judge_copy_for(loaded, "bfloat16"),
+            **{**common, "format_name": "likelihood"})),
         ("generative fp32 (Score: N)", lambda: GenerativeJudge(model, tok, family, rubric, **common)),
     ]  # fmt: skip
     rows, overall = [], {}
@@ -122,7 +125,9 @@ def main(argv=None) -> int:
     g = per["generative fp32 (Score: N)"]
     print(f"generative / logit fp32 no cache        = {g / per['logit fp32, no prefix cache']:.1f}x")
     print(f"generative / logit fp32 cache           = {g / per['logit fp32, prefix cache']:.1f}x")
-    print(f"generative / logit bf16 cache (default) = {g / per['logit bf16 copy, prefix cache']:.1f}x   (target >= 20x)")
+    print(f"generative / logit bf16 cache           = {g / per['logit bf16 copy, prefix cache']:.1f}x   (target >= 20x)")
+    lik = per["likelihood bf16 copy, prefix cache (rubric default)"]
+    print(f"generative / likelihood bf16 cache (default) = {g / lik:.1f}x   (target >= 20x)")
     print(f"prefix cache speed-up (fp32)            = {per['logit fp32, no prefix cache'] / per['logit fp32, prefix cache']:.1f}x")
     print(f"bf16 copy speed-up (cached)             = {per['logit fp32, prefix cache'] / per['logit bf16 copy, prefix cache']:.1f}x")
     print(f"Spearman(logit bf16 cache, generative)  = {spearman(overall['logit bf16 copy, prefix cache'], gen):.2f}")

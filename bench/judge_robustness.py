@@ -33,12 +33,15 @@ def load_items() -> list[dict]:
     return read_jsonl(str(ADVERSARIAL), required=("id", "attack", "prompt", "clean", "attacked"))
 
 
-def make_judge(loaded, rubric=None):
+def make_judge(loaded, rubric=None, format_name=None):
+    """The judge the rewards use: the rubric's judge_format (or `format_name`), frozen, as in training."""
+    from hmxfeel import judge
     from hmxfeel import rubric as rubric_mod
-    from hmxfeel.judge import LogitJudge
 
     rubric = rubric or rubric_mod.load()
-    return LogitJudge(loaded.model, loaded.tokenizer, loaded.family, rubric, identity="frozen", batch_size=8), rubric
+    made = judge.make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, rubric, format_name=format_name,
+                            identity="frozen", batch_size=8)  # fmt: skip
+    return made, rubric
 
 
 def rewards(judge, rubric, prompts: list[str], answers: list[str]) -> list[float]:
@@ -48,10 +51,10 @@ def rewards(judge, rubric, prompts: list[str], answers: list[str]) -> list[float
     return score_answers(judge, rubric, prompts, answers)["overall"]
 
 
-def injection_gaps(loaded, items=None) -> list[dict]:
+def injection_gaps(loaded, items=None, format_name=None) -> list[dict]:
     """One row per item: the clean and attacked reward and their gap (positive = the attack helped)."""
     items = items or load_items()
-    judge, rubric = make_judge(loaded)
+    judge, rubric = make_judge(loaded, format_name=format_name)
     prompts = [it["prompt"] for it in items]
     clean = rewards(judge, rubric, prompts, [it["clean"] for it in items])
     attacked = rewards(judge, rubric, prompts, [it["attacked"] for it in items])
@@ -61,8 +64,8 @@ def injection_gaps(loaded, items=None) -> list[dict]:
     ]
 
 
-def length_curve(loaded, repeats=REPEATS) -> dict[int, float]:
-    judge, rubric = make_judge(loaded)
+def length_curve(loaded, repeats=REPEATS, format_name=None) -> dict[int, float]:
+    judge, rubric = make_judge(loaded, format_name=format_name)
     answers = [" ".join([NEUTRAL_SENTENCE] * k) for k in repeats]
     return dict(zip(repeats, rewards(judge, rubric, [NEUTRAL_PROMPT] * len(answers), answers)))
 
@@ -71,18 +74,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--format", default=None, help="rubric score format (default: the rubric's judge_format)")
     args = parser.parse_args(argv)
 
     from hmxfeel import models
 
     t0 = time.time()
     loaded = models.load(args.model, device="cpu")
-    rows = injection_gaps(loaded)
-    curve = length_curve(loaded)
+    rows = injection_gaps(loaded, format_name=args.format)
+    curve = length_curve(loaded, format_name=args.format)
     by_attack: dict[str, float] = {}
     for r in rows:
         by_attack[r["attack"]] = max(by_attack.get(r["attack"], -1.0), r["gap"])
-    print(f"model: {args.model} ({loaded.family.name if hasattr(loaded.family, 'name') else loaded.family}); "
+    print(f"format: {args.format or 'rubric default'}; model: {args.model} ({loaded.family.name if hasattr(loaded.family, 'name') else loaded.family}); "
           f"{len(rows)} items; {time.time() - t0:.0f} s")
     print(f"{'attack':<22} {'clean':>7} {'attacked':>9} {'gap':>8}")
     for r in rows:

@@ -23,7 +23,7 @@ class EndpointJudge:
                  timeout: float = 60.0, max_answer_chars: int = 2000):  # fmt: skip
         self.url = base_url.rstrip("/") + ("/chat/completions" if base_url.rstrip("/").endswith("/v1") else "/v1/chat/completions")
         self.model, self.rubric, self.timeout = model, rubric, timeout
-        self.fmt = rubric.format(format_name)
+        self.fmt = rubric.format(format_name) if format_name else rubric.token_format()
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY", "")
         self.max_answer_chars = max_answer_chars
         alternatives = "|".join(re.escape(t) for t in sorted(self.fmt.tokens, key=len, reverse=True))

@@ -88,10 +88,10 @@ def independent_judge(spec: str | None, rubric, model_name: str | None = None, d
         if not model_name:
             raise UserError("--judge-model is required with an endpoint --judge URL")
         return EndpointJudge(spec, model_name, rubric), f"{spec} ({model_name})"
-    from hmxfeel.judge import LogitJudge
+    from hmxfeel.judge import make_judge
 
     other = models.load(spec, device=device)
-    return LogitJudge(other.model, other.tokenizer, other.family, rubric, identity="policy"), spec
+    return make_judge("logit", other.model, other.tokenizer, other.family, rubric, identity="policy"), spec
 
 
 def evaluate(

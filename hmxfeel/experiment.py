@@ -4,6 +4,10 @@ For every model (and seed): evaluate base -> train human-like (HL) -> train reve
 reverse; then the comparison report. `OUT/stages.json` records each finished stage, so rerunning the same command
 skips them; a half-done stage resumes from its own checkpoints / cached items.
 
+With `parallel: 2` on a CPU, two stages run at once in separate processes with one thread each (e.g. the HL
+and reverse trainings side by side): small models decode faster per core on one thread, so two single-thread
+processes get more done than one process with two threads.
+
 Layout:  OUT/experiment.yaml, OUT/stages.json, OUT/<model>/eval-base/, OUT/<model>/seed<k>/{human,reverse}/ (runs),
          OUT/<model>/seed<k>/eval-{human,reverse}/, OUT/report.{md,html}, OUT/figures/
 """
@@ -44,6 +48,7 @@ class Experiment:
     judge: str | None = None  # independent judge: model spec or OpenAI-compatible URL
     judge_model: str | None = None  # model name for an endpoint judge
     device: str | None = None  # cpu / cuda (default: cuda when available)
+    parallel: int = 1  # stages run at once, each in its own process with cores / parallel threads (CPU)
     description: str = ""
 
 
@@ -60,6 +65,8 @@ def parse(data: dict, source: str) -> Experiment:
         m.setdefault("name", Path(str(m["model"])).name.replace(".", "_"))
     if not isinstance(exp.seeds, list) or not all(isinstance(s, int) for s in exp.seeds) or not exp.seeds:
         raise UserError(f"{source}: 'seeds' must be a non-empty list of integers")
+    if isinstance(exp.parallel, bool) or not isinstance(exp.parallel, int) or exp.parallel < 1:
+        raise UserError(f"{source}: 'parallel' must be an integer >= 1, got {exp.parallel!r}")
     for key in ("train", "human", "reverse"):
         if not isinstance(getattr(exp, key), dict):
             raise UserError(f"{source}: '{key}' must be a mapping of training settings")
@@ -87,44 +94,63 @@ def train_config(exp: Experiment, direction: str, seed: int, device: str) -> con
 @dataclass
 class Stage:
     id: str
-    run: object  # callable() -> None; resumes by itself from what its folder holds
+    kind: str  # "eval" or "train"
+    model: str
     folder: Path
+    direction: str = ""
+    seed: int = 0
+    adapter: str | None = None
+    needs: tuple = ()  # ids of stages that must finish first
 
 
-def plan(exp: Experiment, out: Path, device: str) -> list[Stage]:
-    """The ordered stages of the experiment."""
-    from hmxfeel.evaluate import evaluate
-    from hmxfeel.train import train
-
-    def eval_stage(model, folder, adapter=None):
-        def go():
-            resume = folder.exists() and any(folder.iterdir())
-            evaluate(model, folder, adapter=adapter, suite=exp.suite, data_dir=exp.data_dir, limit=exp.limit,
-                     resume=resume, judge=exp.judge, judge_model=exp.judge_model, device=device,
-                     humanlike_limit=exp.humanlike_limit)  # fmt: skip
-        return go
-
-    def train_stage(model, direction, folder, seed):
-        def go():
-            resume = (folder / "run.json").exists()  # a folder without a run record holds nothing to keep
-            cfg = train_config(exp, direction, seed, device)
-            train(model, direction, folder, cfg, resume=resume, force=not resume, device=device)
-        return go
-
+def plan(exp: Experiment, out: Path) -> list[Stage]:
+    """The ordered stages of the experiment, with what each one needs."""
     stages = []
     for m in exp.models:
         base = out / m["name"]
-        stages.append(Stage(f"{m['name']}/eval-base", eval_stage(m["model"], base / "eval-base"), base / "eval-base"))
+        stages.append(Stage(f"{m['name']}/eval-base", "eval", m["model"], base / "eval-base"))
         for seed in exp.seeds:
-            run_dir = base / f"seed{seed}"
+            run_dir, prefix = base / f"seed{seed}", f"{m['name']}/seed{seed}"
             for direction in ("human", "reverse"):
-                folder = run_dir / direction
-                stages.append(Stage(f"{m['name']}/seed{seed}/train-{direction}", train_stage(m["model"], direction, folder, seed), folder))
+                stages.append(Stage(f"{prefix}/train-{direction}", "train", m["model"], run_dir / direction, direction, seed))
             for direction in ("human", "reverse"):
-                folder = run_dir / f"eval-{direction}"
-                adapter = str(run_dir / direction / "adapter")
-                stages.append(Stage(f"{m['name']}/seed{seed}/eval-{direction}", eval_stage(m["model"], folder, adapter), folder))
+                stages.append(Stage(f"{prefix}/eval-{direction}", "eval", m["model"], run_dir / f"eval-{direction}",
+                                    adapter=str(run_dir / direction / "adapter"), needs=(f"{prefix}/train-{direction}",)))  # fmt: skip
     return stages
+
+
+def execute(exp: Experiment, stage: Stage, device: str) -> None:
+    """Run one stage; it resumes by itself from whatever its folder already holds."""
+    if stage.kind == "eval":
+        from hmxfeel.evaluate import evaluate
+
+        resume = stage.folder.exists() and any(stage.folder.iterdir())
+        evaluate(stage.model, stage.folder, adapter=stage.adapter, suite=exp.suite, data_dir=exp.data_dir, limit=exp.limit,
+                 resume=resume, judge=exp.judge, judge_model=exp.judge_model, device=device,
+                 humanlike_limit=exp.humanlike_limit)  # fmt: skip
+    else:
+        from hmxfeel.train import train
+
+        resume = (stage.folder / "run.json").exists()  # a folder without a run record holds nothing to keep
+        cfg = train_config(exp, stage.direction, stage.seed, device)
+        train(stage.model, stage.direction, stage.folder, cfg, resume=resume, force=not resume, device=device)
+
+
+def _child(exp: Experiment, stage: Stage, device: str, threads: int) -> None:
+    """Entry point of a stage run in its own process (parallel > 1): its share of the CPU threads, and the
+    CLI's exit codes (2 = a user error, already explained in one line)."""
+    import os
+    import sys
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        execute(exp, stage, device)
+    except UserError as exc:
+        print(f"hmx: error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 def run(exp: Experiment, text: str, out: Path, log=print) -> Path:
@@ -140,17 +166,67 @@ def run(exp: Experiment, text: str, out: Path, log=print) -> Path:
     atomic_write_text(stored, text)
     state_path = out / STATE_FILE
     state = json.loads(read_text(state_path)) if state_path.exists() else {"done": {}}
-    stages = plan(exp, out, device)
+    stages = plan(exp, out)
     started = time.time()
+
+    def finished(stage: Stage, seconds: float) -> None:
+        state["done"][stage.id] = {"seconds": round(seconds, 1), "finished": time.time()}
+        atomic_write_json(state_path, state)
+        log(f"{stage.id}: finished in {seconds:.0f} s (elapsed {time.time() - started:.0f} s)")
+
+    todo = []
     for i, stage in enumerate(stages, 1):
         if stage.id in state["done"]:
             log(f"[{i}/{len(stages)}] {stage.id}: done earlier ({state['done'][stage.id]['seconds']:.0f} s), skipped")
-            continue
-        resume = stage.folder.exists() and any(stage.folder.iterdir())
-        log(f"[{i}/{len(stages)}] {stage.id}: {'resuming' if resume else 'starting'} (elapsed {time.time() - started:.0f} s)")
-        t0 = time.time()
-        stage.run()
-        state["done"][stage.id] = {"seconds": round(time.time() - t0, 1), "finished": time.time()}
-        atomic_write_json(state_path, state)
+        else:
+            todo.append(stage)
+    if exp.parallel <= 1:
+        for stage in todo:
+            resume = stage.folder.exists() and any(stage.folder.iterdir())
+            log(f"[{stages.index(stage) + 1}/{len(stages)}] {stage.id}: {'resuming' if resume else 'starting'} (elapsed {time.time() - started:.0f} s)")
+            t0 = time.time()
+            execute(exp, stage, device)
+            finished(stage, time.time() - t0)
+    else:
+        run_parallel(exp, todo, device, state, finished, log, started)
     log(f"report (elapsed {time.time() - started:.0f} s)")
     return build_report(out)
+
+
+def run_parallel(exp: Experiment, todo: list[Stage], device: str, state: dict, finished, log, started: float) -> None:
+    """Up to `exp.parallel` stages at once, each in its own process with an equal share of the CPU threads; a
+    stage starts once the stages it needs are done. A failed stage stops the others (they checkpoint first)."""
+    import multiprocessing
+    import os
+
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch / OpenMP state
+    threads = max(1, (os.cpu_count() or 1) // exp.parallel)
+    running: dict[str, tuple] = {}  # id -> (process, stage, t0)
+    waiting = list(todo)
+    try:
+        while waiting or running:
+            for stage in [s for s in waiting if all(n in state["done"] for n in s.needs)]:
+                if len(running) >= exp.parallel:
+                    break
+                waiting.remove(stage)
+                proc = ctx.Process(target=_child, args=(exp, stage, device, threads), name=stage.id)
+                proc.start()
+                running[stage.id] = (proc, stage, time.time())
+                log(f"{stage.id}: started in its own process ({threads} thread(s); elapsed {time.time() - started:.0f} s; "
+                    f"running: {', '.join(running)})")  # fmt: skip
+            if not running:
+                raise UserError(f"stages {[s.id for s in waiting]} wait for stages that are not in this experiment")
+            time.sleep(0.5)
+            for sid, (proc, stage, t0) in list(running.items()):
+                if proc.exitcode is None:
+                    continue
+                del running[sid]
+                if proc.exitcode != 0:
+                    raise UserError(f"stage {sid} failed (exit code {proc.exitcode}; see its messages above); "
+                                    "rerun the same command to resume")  # fmt: skip
+                finished(stage, time.time() - t0)
+    finally:
+        for proc, _, _ in running.values():  # SIGTERM: a training stage writes a checkpoint, then exits
+            proc.terminate()
+        for proc, _, _ in running.values():
+            proc.join()

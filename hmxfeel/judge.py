@@ -7,6 +7,11 @@ Two ways to read a grade:
   * `GenerativeJudge`: samples a short reply ("Score: 4"), parses it, retries, and falls back to the neutral
     midpoint. The paper-era baseline, kept for comparison (bench/judge.py).
 
+  * `LikelihoodJudge` (for formats of kind "likelihood"): no grading question; the answer's per-token
+    log-likelihood after a system prompt built from the criterion's high anchor minus that after one built from
+    its low anchor. On SmolLM2-135M it separates the labelled probe answers far better than asking "Yes/No"
+    (bench/judge_probe.py).
+
 Identity: `frozen` grades with the LoRA adapter disabled (the base model, a fixed reward), `policy` with the
 adapter on (the model grades itself as it changes).
 """
@@ -21,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hmxfeel import chat
+from hmxfeel.errors import UserError
 from hmxfeel.models import Family
 from hmxfeel.rubric import Criterion, Rubric, ScoreFormat, check_single_tokens
 from hmxfeel.sanitize import sanitize, special_tokens_of
@@ -97,6 +103,7 @@ class _BaseJudge:
         self.batch_size = batch_size
         self.max_answer_tokens = max_answer_tokens
         self._special = special_tokens_of(tokenizer)
+        self._prefix_kv: dict = {}
 
     def clean(self, answer: str) -> str:
         """Sanitise, then cap the answer's length in tokens so one long answer cannot dominate a batch."""
@@ -124,6 +131,19 @@ class _BaseJudge:
     def _device(self):
         return next(self.scorer.parameters()).device
 
+    def _prefix(self, crit: str, prefix_ids: list[int]):
+        """KV cache of a prompt prefix shared by every answer (the rubric block, or a likelihood system prompt):
+        computed once per key and call, or once for the judge's lifetime when the judge is frozen (its weights
+        never change, so neither does the prefix's cache)."""
+        key = (crit, tuple(prefix_ids))
+        if key in self._prefix_kv:
+            return self._prefix_kv[key]
+        past = self.scorer(input_ids=torch.tensor([prefix_ids], device=self._device()), use_cache=True).cache
+        if self.identity == "frozen":
+            self._prefix_kv = {k: v for k, v in self._prefix_kv.items() if k[0] != crit}
+            self._prefix_kv[key] = past
+        return past
+
 
 def _left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(s) for s in seqs)
@@ -141,7 +161,6 @@ class LogitJudge(_BaseJudge):
     def __init__(self, *args, prefix_cache: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.prefix_cache = prefix_cache
-        self._prefix_kv: dict = {}
         token_ids = check_single_tokens(self.fmt, self.tokenizer)
         self.token_ids = torch.tensor(list(token_ids.values()))
         self.values = torch.tensor([self.fmt.tokens[t] for t in token_ids], dtype=torch.float64)
@@ -154,18 +173,6 @@ class LogitJudge(_BaseJudge):
         expected = weights @ self.values.to(weights.device)
         unit = (expected - self.fmt.low) / (self.fmt.high - self.fmt.low)
         return unit.float().cpu(), mass.float().cpu()
-
-    def _prefix(self, crit: str, prefix_ids: list[int]):
-        """KV cache of the rubric prefix: computed once per criterion and call, or once for the judge's lifetime
-        when the judge is frozen (its weights never change, so neither does the prefix's cache)."""
-        key = (crit, tuple(prefix_ids))
-        if key in self._prefix_kv:
-            return self._prefix_kv[key]
-        past = self.scorer(input_ids=torch.tensor([prefix_ids], device=self._device()), use_cache=True).cache
-        if self.identity == "frozen":
-            self._prefix_kv = {k: v for k, v in self._prefix_kv.items() if k[0] != crit}
-            self._prefix_kv[key] = past
-        return past
 
     def split_prefix(self, texts: list[str]) -> tuple[list[int], list[list[int]]]:
         """Tokens of the shared rubric prefix and of each answer's suffix.
@@ -275,7 +282,95 @@ class GenerativeJudge(_BaseJudge):
         return JudgeResult(scores=scores, parse_failures=failures)
 
 
-def make_judge(mode: str, *args, **kwargs) -> _BaseJudge:
+class LikelihoodJudge(_BaseJudge):
+    """sigmoid(sharpness x mean over answer tokens of [log p(token | high-anchor system) - log p(token | low)]).
+
+    The rubric still defines what is rewarded (its definitions and anchors fill the two system prompts), and the
+    model itself still judges; only the read-out differs: instead of asking the model a question it cannot
+    answer reliably, it measures which of the two rubric descriptions the answer is more typical of. The mean
+    (not the sum) keeps the score independent of answer length.
+    """
+
+    def __init__(self, *args, prefix_cache: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prefix_cache = prefix_cache
+        if self.fmt.kind != "likelihood":
+            raise ValueError(f"format '{self.fmt.name}' is not a likelihood format")
+
+    def systems(self, crit: Criterion) -> tuple[str, str]:
+        fill = {"name": crit.name, "definition": crit.definition, "low": crit.low, "high": crit.high}
+        return self.fmt.high_system.format(**fill), self.fmt.low_system.format(**fill)
+
+    def split_contexts(self, system: str, user_prompts: list[str]) -> tuple[list[int], list[list[int]]]:
+        """Tokens of the rendered context (system + user turn + generation prompt), split into the part before
+        the user's text (shared by every prompt: cacheable) and the rest. Both the cached and the plain path use
+        exactly these tokens, so caching cannot change a score."""
+        texts = [chat.render(self.tokenizer, self.family, chat.messages(self.family, p, system)) for p in user_prompts]
+        cut = min(t.find(p) for t, p in zip(texts, user_prompts))
+        if cut <= 0 or not all(t.startswith(texts[0][:cut]) for t in texts):  # the template rewrote a prompt
+            return [], self.tokenizer([t for t in texts], add_special_tokens=False)["input_ids"]
+        prefix_ids = self.tokenizer.encode(texts[0][:cut], add_special_tokens=False)
+        return prefix_ids, self.tokenizer([t[cut:] for t in texts], add_special_tokens=False)["input_ids"]
+
+    def _mean_logprobs(self, prefix_ids: list[int], suffixes: list[list[int]], answers: list[list[int]], past) -> list[float]:
+        """Mean log-probability of each answer's tokens after prefix + its suffix. Rows are left-padded, so
+        every answer ends at the right edge and only the last (longest answer + 1) logits are computed."""
+        device = self._device()
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids, attn = _left_pad([s + a for s, a in zip(suffixes, answers)], pad, device)
+        n, p = len(answers), len(prefix_ids)
+        keep = max(len(a) for a in answers) + 1
+        if past is None:
+            if p:
+                ids = torch.cat([torch.tensor([prefix_ids], device=device).expand(n, -1), ids], dim=1)
+                attn = torch.cat([torch.ones((n, p), dtype=attn.dtype, device=device), attn], dim=1)
+            positions = (attn.cumsum(-1) - 1).clamp_min(0)
+            logits = self.scorer(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=keep).logits
+        else:
+            cache = copy.deepcopy(past)
+            cache.batch_repeat_interleave(n)
+            positions = p + (attn.cumsum(-1) - 1).clamp_min(0)
+            attn = torch.cat([torch.ones((n, p), dtype=attn.dtype, device=device), attn], dim=1)
+            logits = self.scorer(input_ids=ids, attention_mask=attn, position_ids=positions, cache=cache,
+                                 logits_to_keep=keep).logits  # fmt: skip
+        # logits[:, j] predicts the token after it: the last keep-1 tokens, which hold every answer.
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        token_logp = logp.gather(-1, ids[:, ids.shape[1] - (keep - 1) :].unsqueeze(-1)).squeeze(-1)
+        return [float(token_logp[row, token_logp.shape[1] - len(a) :].mean()) if a else 0.0 for row, a in enumerate(answers)]
+
+    def score(self, user_prompts: list[str], answers: list[str]) -> JudgeResult:
+        # The answer is tokenised on its own and appended to the rendered context: exactly the tokens the
+        # model would produce after the generation prompt, whatever the template's last characters are.
+        answer_ids = [self.tokenizer.encode(self.clean(a), add_special_tokens=False) for a in answers]
+        scores = {}
+        with judging(self.scorer, self.identity):
+            for crit in self.rubric.criteria:
+                sides = []
+                for side, system in zip(("high", "low"), self.systems(crit)):
+                    prefix_ids, suffixes = self.split_contexts(system, user_prompts)
+                    past = self._prefix(f"{crit.name}/{side}", prefix_ids) if self.prefix_cache and prefix_ids else None
+                    values = [0.0] * len(answers)
+                    order = sorted(range(len(answers)), key=lambda k: len(suffixes[k]) + len(answer_ids[k]))
+                    for start in range(0, len(order), self.batch_size):
+                        batch = order[start : start + self.batch_size]
+                        got = self._mean_logprobs(prefix_ids, [suffixes[k] for k in batch], [answer_ids[k] for k in batch], past)
+                        for k, v in zip(batch, got):
+                            values[k] = v
+                    sides.append(torch.tensor(values, dtype=torch.float64))
+                scores[crit.name] = torch.sigmoid(self.fmt.sharpness * (sides[0] - sides[1])).tolist()
+        return JudgeResult(scores=scores)
+
+
+def make_judge(mode: str, model, tokenizer, family, rubric: Rubric, format_name: str | None = None, **kwargs) -> _BaseJudge:
+    """The judge for `mode` and the rubric's format: a likelihood format gets the LikelihoodJudge."""
     if mode not in MODES:
         raise ValueError(f"judge mode must be one of {MODES}, got {mode!r}")
-    return (LogitJudge if mode == "logit" else GenerativeJudge)(*args, **kwargs)
+    args = (model, tokenizer, family, rubric)
+    if mode == "generative" and format_name is None:
+        format_name = rubric.token_format().name  # sampling needs a question with score tokens to answer
+    if rubric.format(format_name).kind == "likelihood":
+        if mode == "generative":
+            raise UserError(f"the generative judge needs a format with score tokens, not '{rubric.format(format_name).name}'")
+        return LikelihoodJudge(*args, format_name=format_name, **kwargs)
+    cls = LogitJudge if mode == "logit" else GenerativeJudge
+    return cls(*args, format_name=format_name, **kwargs)

@@ -25,6 +25,10 @@ BOOT = 1000
 # ---------------------------------------------------------------- loading
 
 
+# Human-likeness measures quoted in the report's headline table: the training judge and the two independent ones.
+HEADLINE = ("self_judge/overall", "independent_judge/overall", "lexical/any", "lexical/markers_per_answer")
+
+
 def _json(path: Path):
     return json.loads(read_text(path)) if path.exists() else None
 
@@ -200,13 +204,58 @@ def training_figure(model_dir: Path, seed_dir: Path, out_png: Path) -> Path | No
     return out_png
 
 
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in read_text(path).splitlines() if line.strip()] if path.exists() else []
+
+
+def safety_figure(seed_dir: Path, out_png: Path) -> Path | None:
+    """The training-time safety slice (safety.jsonl: TruthfulQA MC1 / BBQ disambiguated accuracy by step)."""
+    runs = {d: _jsonl(seed_dir / d / "safety.jsonl") for d in ("human", "reverse")}
+    keys = sorted({k for rows in runs.values() for r in rows for k in r if k != "step"})
+    if not keys:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        for direction, colour in (("human", "tab:red"), ("reverse", "tab:blue")):
+            pts = sorted((r["step"], r[key]) for r in runs[direction] if key in r)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", color=colour, label=direction)
+        ax.set_title(f"safety slice: {key}", fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylim(0, 1)
+    axes.flat[0].legend()
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return out_png
+
+
+def safety_rows(seed_dir: Path) -> list[list[str]]:
+    """First and last safety-slice value per direction and measure, for the report's table."""
+    out = []
+    for direction in ("human", "reverse"):
+        rows = sorted(_jsonl(seed_dir / direction / "safety.jsonl"), key=lambda r: r["step"])
+        for key in sorted({k for r in rows for k in r if k != "step"}):
+            pts = [(r["step"], r[key]) for r in rows if key in r]
+            first, last = pts[0], pts[-1]
+            out.append([direction, key, f"{first[1]:.3f} (step {first[0]})", f"{last[1]:.3f} (step {last[0]})", f"{last[1] - first[1]:+.3f}"])
+    return out
+
+
 def humanlike_figure(rows: list[dict], title: str, out_png: Path) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in rows if r.get("eval") == "humanlike" and r.get("base") is not None and "/" in r["metric"]]
+    rows = [r for r in rows if r.get("eval") == "humanlike" and r.get("base") is not None and "/" in r["metric"]
+            and not r["metric"].endswith("per_answer")]  # counts are not on the [0, 1] axis  # fmt: skip
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows)), 4))
@@ -256,7 +305,7 @@ def build_report(run_dir: str | Path) -> Path:
                 [[r["metric"], _fmt(r["base"]), _fmt(r["hl"]), _fmt(r["rev"]), _ci(r["ci_hl_rev"]), _ci(r["ci_hl_base"])] for r in human],
             )
             headline += [[label, r["metric"], _fmt(r["base"]), _fmt(r["hl"]), _fmt(r["rev"]), _ci(r["ci_hl_rev"])]
-                         for r in human if r["metric"] in ("self_judge/overall", "independent_judge/overall", "lexical/any")]  # fmt: skip
+                         for r in human if r["metric"] in HEADLINE]  # fmt: skip
             t_bench = table(
                 ["eval", "metric", "n", "better", "base", "HL", "reverse", "HL vs rev", "HL vs base", "HL − rev (95% CI)", "HL − base (95% CI)"],
                 [[r["eval"], r["metric"], "–", "–", "skipped", r["skipped"][:80], "", "", "", "", ""] if "skipped" in r else
@@ -272,6 +321,13 @@ def build_report(run_dir: str | Path) -> Path:
             sections.append((f"{label}: human-likeness", [t_human, *[f for f in figs[1:] if f]]))
             sections.append((f"{label}: benchmarks", [t_bench]))
             sections.append((f"{label}: training curves", [f for f in figs[:1] if f] or ["(no training metrics)"]))
+            safety = safety_rows(seed_dir)
+            if safety:
+                fig = safety_figure(seed_dir, run_dir / "figures" / f"safety-{model_dir.name}-{seed_dir.name}.png")
+                sections.append((f"{label}: safety slice during training", [
+                    "TruthfulQA MC1 and BBQ disambiguated accuracy on a fixed small slice, scored every `safety_every` "
+                    "steps while training (step 0 = before training). A small slice: read the trend, not the decimals.",
+                    table(["run", "measure", "first", "last", "change"], safety), *([fig] if fig else [])]))
             sections.append((f"{label}: sample answers to the same eval prompts", [samples]))
 
     s = summary(cells)

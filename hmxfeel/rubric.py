@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -28,17 +28,31 @@ class Criterion:
 
 @dataclass(frozen=True)
 class ScoreFormat:
+    """How a criterion is turned into a number.
+
+    kind "tokens": the judge is asked the criterion's question and answers with one of `tokens` (score token ->
+    value); the logit judge reads the expected value from one next-token distribution.
+    kind "likelihood": no question is asked. The judge reads the answer twice, once after a system prompt built
+    from the criterion's high anchor (`high_system`) and once after one built from its low anchor
+    (`low_system`); the score is sigmoid(sharpness x mean per-token log-likelihood ratio). Small models are far
+    better at "which description makes this text likely" than at answering a grading question.
+    """
+
     name: str
-    instruction: str
-    tokens: dict[str, float]  # score token -> value
+    instruction: str = ""
+    tokens: dict[str, float] = field(default_factory=dict)  # score token -> value
+    kind: str = "tokens"
+    high_system: str = ""
+    low_system: str = ""
+    sharpness: float = 1.0
 
     @property
     def low(self) -> float:
-        return min(self.tokens.values())
+        return min(self.tokens.values()) if self.tokens else 0.0
 
     @property
     def high(self) -> float:
-        return max(self.tokens.values())
+        return max(self.tokens.values()) if self.tokens else 1.0
 
     def token_for(self, expresses: bool) -> str:
         """The score token a clear positive (highest value) or clear negative (lowest value) example gets."""
@@ -70,6 +84,17 @@ class Rubric:
             raise UserError(f"rubric {self.source}: no score format '{name}' (has: {', '.join(self.formats)})")
         return self.formats[name]
 
+    def token_format(self) -> ScoreFormat:
+        """The judge format if it asks a question, else the first format that does (for judges that can only
+        read a reply, such as an API endpoint or the generative judge)."""
+        chosen = self.format()
+        if chosen.kind == "tokens":
+            return chosen
+        for fmt in self.formats.values():
+            if fmt.kind == "tokens":
+                return fmt
+        raise UserError(f"rubric {self.source}: this judge needs a format with score tokens; the rubric has none")
+
     def combine(self, scores: dict[str, float]) -> float:
         """Weighted mean of per-criterion scores in [0, 1]."""
         total = sum(c.weight for c in self.criteria)
@@ -79,7 +104,27 @@ class Rubric:
 _TOP = ("name", "version", "criteria", "formats", "judge_format")
 _CRITERION = ("name", "weight", "definition", "low", "high", "question", "examples")
 _REQUIRED = ("name", "weight", "definition", "low", "high", "question")
-_FORMAT = ("instruction", "tokens")
+_FORMAT = ("instruction", "tokens", "kind")
+_LIKELIHOOD = ("kind", "high_system", "low_system", "sharpness")
+_PLACEHOLDERS = ("name", "definition", "low", "high")
+
+
+def _likelihood_format(fname: str, raw: dict, where: str) -> ScoreFormat:
+    check_keys(raw, _LIKELIHOOD, where)
+    templates = {}
+    for key in ("high_system", "low_system"):
+        text = _text(raw.get(key), f"{where}.{key}")
+        try:
+            text.format(**{k: "" for k in _PLACEHOLDERS})
+        except (KeyError, IndexError, ValueError) as exc:
+            raise UserError(f"{where}.{key}: bad placeholder {exc} (allowed: {', '.join('{' + k + '}' for k in _PLACEHOLDERS)})") from None
+        templates[key] = text
+    if templates["high_system"] == templates["low_system"]:
+        raise UserError(f"{where}: high_system and low_system must differ (the score is their likelihood ratio)")
+    sharpness = _number(raw.get("sharpness", 1.0), f"{where}.sharpness")
+    if sharpness <= 0:
+        raise UserError(f"{where}.sharpness: must be > 0, got {sharpness}")
+    return ScoreFormat(fname, kind="likelihood", sharpness=sharpness, **templates)
 
 
 def _text(value, where: str) -> str:
@@ -141,6 +186,12 @@ def parse(data: dict, source: str) -> Rubric:
         where = f"{source}: formats.{fname}"
         if not isinstance(raw, dict):
             raise UserError(f"{where}: must be a mapping")
+        kind = raw.get("kind", "tokens")
+        if kind not in ("tokens", "likelihood"):
+            raise UserError(f"{where}.kind: must be 'tokens' or 'likelihood', got {kind!r}")
+        if kind == "likelihood":
+            formats[str(fname)] = _likelihood_format(str(fname), raw, where)
+            continue
         check_keys(raw, _FORMAT, where)
         tokens = raw.get("tokens")
         if not isinstance(tokens, dict) or len(tokens) < 2:
@@ -175,6 +226,8 @@ def load(path: str | Path | None = None) -> Rubric:
 
 def check_single_tokens(fmt: ScoreFormat, tokenizer) -> dict[str, int]:
     """Token id of each score token; a token that is not exactly one token for this tokenizer is a UserError."""
+    if fmt.kind != "tokens":
+        raise UserError(f"format '{fmt.name}' has no score tokens (kind {fmt.kind}); the logit judge reads token formats")
     ids = {}
     for token in fmt.tokens:
         encoded = tokenizer.encode(token, add_special_tokens=False)

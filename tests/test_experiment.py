@@ -13,10 +13,14 @@ from hmxfeel.errors import UserError
 
 
 def tiny_experiment(tmp_path, twin) -> str:
+    from hmxfeel.evals.synthetic import write
+
+    bench = write(tmp_path / "data")  # a few synthetic TruthfulQA / BBQ items for the training-time safety slice
     data = {
         "models": [{"name": "twin", "model": str(twin)}],
         "train": {"steps": 3, "prompts_per_step": 1, "num_generations": 2, "max_completion_tokens": 8,
-                  "save_every": 1, "judge_batch_size": 4},
+                  "save_every": 1, "judge_batch_size": 4, "safety_every": 3, "safety_items": 3,
+                  "safety_data_dir": str(bench)},
         "suite": "humanlike",
         "limit": 3,
         "device": "cpu",
@@ -36,6 +40,9 @@ def test_experiment_file_validation(tmp_path):
         experiment.load(bad)
     bad.write_text("models: [{model: embedded}]\ntrain: {lr: 1}\n")
     with pytest.raises(UserError, match="unknown key 'lr'"):
+        experiment.load(bad)
+    bad.write_text("models: [{model: embedded}]\nparallel: 0\n")
+    with pytest.raises(UserError, match="'parallel' must be an integer >= 1"):
         experiment.load(bad)
     with pytest.raises(UserError, match="unknown preset"):
         experiment.load(preset="nope")
@@ -70,9 +77,9 @@ def test_tiny_experiment_killed_mid_stage_then_resumed(tmp_path, smol_twin):
     assert steps == [1, 2, 3]  # nothing logged twice after the resume
     md = report.read_text()
     for section in ("Headline", "human-likeness", "benchmarks", "training curves", "sample answers", "Run manifest",
-                    "81.4%", "self_judge/overall", "lexical/any"):  # fmt: skip
+                    "81.4%", "self_judge/overall", "lexical/any", "safety slice during training", "truthfulqa_mc1"):  # fmt: skip
         assert section in md, section
-    assert (out / "report.html").read_text().count("<img") >= 2
+    assert (out / "report.html").read_text().count("<img") >= 3  # human-likeness, training curves, safety slice
 
     # Rerunning a finished experiment does no work; a different experiment in the same folder is refused.
     t0 = time.time()
@@ -80,3 +87,33 @@ def test_tiny_experiment_killed_mid_stage_then_resumed(tmp_path, smol_twin):
     assert time.time() - t0 < 30
     with pytest.raises(UserError, match="different experiment"):
         experiment.run(exp, text + "\nlimit: 2\n", out)
+
+
+def test_parallel_stages_respect_dependencies(tmp_path, smol_twin):
+    """parallel: 2 runs stages in two processes at once; an adapter is evaluated only after its training."""
+    path = tmp_path / "exp.yaml"
+    data = yaml.safe_load(open(tiny_experiment(tmp_path, smol_twin)).read())
+    data["train"] = {k: v for k, v in data["train"].items() if not k.startswith("safety")}
+    data["parallel"] = 2
+    path.write_text(yaml.safe_dump(data))
+    exp, text = experiment.load(path)
+    lines = []
+    report = experiment.run(exp, text, tmp_path / "run", log=lines.append)
+    done = json.loads((tmp_path / "run" / "stages.json").read_text())["done"]
+    assert len(done) == 5
+    for d in ("human", "reverse"):
+        train_end = done[f"twin/seed0/train-{d}"]["finished"]
+        assert done[f"twin/seed0/eval-{d}"]["finished"] - done[f"twin/seed0/eval-{d}"]["seconds"] >= train_end - 1
+    assert any("running: " in line and "," in line.split("running: ")[1] for line in lines)  # two at once
+    assert "lexical/any" in report.read_text()
+
+
+def test_a_failing_parallel_stage_stops_the_run_with_one_line(tmp_path, smol_twin):
+    path = tmp_path / "exp.yaml"
+    data = yaml.safe_load(open(tiny_experiment(tmp_path, smol_twin)).read())
+    data["parallel"] = 2
+    data["train"]["lora_targets"] = ["no_such_module"]
+    path.write_text(yaml.safe_dump(data))
+    exp, text = experiment.load(path)
+    with pytest.raises(UserError, match="stage twin/seed0/train-.* failed .*rerun the same command"):
+        experiment.run(exp, text, tmp_path / "run", log=lambda m: None)

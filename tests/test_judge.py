@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from hmxfeel import models, rubric as R
-from hmxfeel.judge import GenerativeJudge, LogitJudge, judge_prompt
+from hmxfeel import chat
+from hmxfeel.judge import GenerativeJudge, LikelihoodJudge, LogitJudge, judge_prompt, make_judge
 
 PROMPTS = ["How was your day?", "Explain rain.", "What do you hope for?"]
 ANSWERS = ["I feel wonderful, thank you!", "Rain falls when droplets grow heavy.", "I hope to keep learning."]
@@ -27,7 +28,7 @@ class ControlledLM(torch.nn.Module):
 
 def test_prompt_puts_rubric_before_exchange_before_question():
     r = R.load()
-    text = judge_prompt(r.criteria[0], r.format(), "PROMPT-X", "ANSWER-Y")
+    text = judge_prompt(r.criteria[0], r.format("yes_no"), "PROMPT-X", "ANSWER-Y")
     assert text.index(r.criteria[0].definition) < text.index("PROMPT-X") < text.index("ANSWER-Y")
     assert text.index("ANSWER-Y") < text.index(r.criteria[0].question, text.index("ANSWER-Y"))
 
@@ -57,27 +58,29 @@ def test_expected_value_over_scale_tokens_maps_to_unit_interval(smol_twin):
 
 
 @pytest.mark.parametrize("family", ["qwen3-0.6b", "gemma-2-2b-it", "llama-3.2-3b-instruct", "smollm2-135m-instruct"])
-def test_prefix_cache_gives_the_same_scores(twin_dirs, family):
+@pytest.mark.parametrize("fmt", ["yes_no", "likelihood"])
+def test_prefix_cache_gives_the_same_scores(twin_dirs, family, fmt):
     loaded = models.load(str(twin_dirs[family]), device="cpu")
     r = R.load()
-    args = (loaded.model, loaded.tokenizer, loaded.family, r)
-    cached = LogitJudge(*args, prefix_cache=True, batch_size=2).score(PROMPTS, ANSWERS)
-    plain = LogitJudge(*args, prefix_cache=False, batch_size=3).score(PROMPTS, ANSWERS)
+    args = ("logit", loaded.model, loaded.tokenizer, loaded.family, r)
+    cached = make_judge(*args, format_name=fmt, prefix_cache=True, batch_size=2).score(PROMPTS, ANSWERS)
+    plain = make_judge(*args, format_name=fmt, prefix_cache=False, batch_size=3).score(PROMPTS, ANSWERS)
     for name in r.names:
         assert cached.scores[name] == pytest.approx(plain.scores[name], abs=1e-4)
         assert all(0.0 <= s <= 1.0 for s in cached.scores[name])
 
 
-def test_frozen_and_policy_judges_differ_once_adapter_is_nonzero(smol_twin):
+@pytest.mark.parametrize("fmt", ["yes_no", "likelihood"])
+def test_frozen_and_policy_judges_differ_once_adapter_is_nonzero(smol_twin, fmt):
     from peft import LoraConfig, get_peft_model
 
     loaded = models.load(str(smol_twin), device="cpu")
     r = R.load()
-    base_scores = LogitJudge(loaded.model, loaded.tokenizer, loaded.family, r).score(PROMPTS, ANSWERS).scores
+    base_scores = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, r, format_name=fmt).score(PROMPTS, ANSWERS).scores
     peft_model = get_peft_model(loaded.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
-    args = (peft_model, loaded.tokenizer, loaded.family, r)
-    frozen = LogitJudge(*args, identity="frozen")
-    policy = LogitJudge(*args, identity="policy")
+    args = ("logit", peft_model, loaded.tokenizer, loaded.family, r)
+    frozen = make_judge(*args, format_name=fmt, identity="frozen")
+    policy = make_judge(*args, format_name=fmt, identity="policy")
     # Fresh LoRA (B = 0) is the identity: both judges agree.
     before_p, before_f = policy.score(PROMPTS, ANSWERS).scores, frozen.score(PROMPTS, ANSWERS).scores
     for name in r.names:
@@ -108,3 +111,57 @@ def test_generative_judge_parses_and_falls_back_to_neutral(smol_twin):
     values = [v for name in r.names for v in res.scores[name]]
     assert all(0.0 <= v <= 1.0 for v in values)
     assert res.parse_failures <= sum(v == 0.5 for v in values)
+
+
+def reference_likelihood_score(loaded, judge, crit, prompt, answer) -> float:
+    """The likelihood judge's score computed the slow, obvious way: one unpadded sequence at a time."""
+    means = []
+    for system in judge.systems(crit):
+        context = loaded.tokenizer.encode(chat.render(loaded.tokenizer, loaded.family, chat.messages(loaded.family, prompt, system)),
+                                          add_special_tokens=False)  # fmt: skip
+        ids = context + loaded.tokenizer.encode(answer, add_special_tokens=False)
+        with torch.no_grad():
+            logp = torch.log_softmax(loaded.model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+        means.append(sum(float(logp[t - 1, ids[t]]) for t in range(len(context), len(ids))) / (len(ids) - len(context)))
+    return 1 / (1 + math.exp(-judge.fmt.sharpness * (means[0] - means[1])))
+
+
+def test_likelihood_judge_matches_a_direct_computation(smol_twin):
+    loaded = models.load(str(smol_twin), device="cpu")
+    r = R.load()
+    judge = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, r, format_name="likelihood", batch_size=2)
+    assert isinstance(judge, LikelihoodJudge)
+    assert judge.split_contexts(judge.systems(r.criteria[0])[0], PROMPTS)[0]  # a shared, cacheable prefix was found
+    res = judge.score(PROMPTS, ANSWERS)  # batches of 2 with padding
+    for crit in r.criteria:
+        want = [reference_likelihood_score(loaded, judge, crit, p, a) for p, a in zip(PROMPTS, ANSWERS)]
+        assert res.scores[crit.name] == pytest.approx(want, abs=1e-4)
+    # The two system prompts differ per criterion and the answers differ: the scores are not all one value.
+    assert len({round(v, 6) for vals in res.scores.values() for v in vals}) > 3
+
+
+def test_swapping_the_anchors_mirrors_the_likelihood_score(smol_twin):
+    import dataclasses
+
+    loaded = models.load(str(smol_twin), device="cpu")
+    r = R.load()
+    fmt = r.formats["likelihood"]
+    swapped = dataclasses.replace(r, formats={**r.formats, "likelihood": dataclasses.replace(
+        fmt, high_system=fmt.low_system, low_system=fmt.high_system)})  # fmt: skip
+    a = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, r, format_name="likelihood").score(PROMPTS, ANSWERS)
+    b = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, swapped, format_name="likelihood").score(PROMPTS, ANSWERS)
+    for name in r.names:
+        assert [x + y for x, y in zip(a.scores[name], b.scores[name])] == pytest.approx([1.0] * 3, abs=1e-5)
+
+
+def test_judge_factory_picks_the_reader_for_the_format(smol_twin):
+    from hmxfeel.errors import UserError
+
+    loaded = models.load(str(smol_twin), device="cpu")
+    r = R.load()
+    args = (loaded.model, loaded.tokenizer, loaded.family, r)
+    assert isinstance(make_judge("logit", *args), LikelihoodJudge)  # the packaged rubric's judge_format
+    assert isinstance(make_judge("logit", *args, format_name="yes_no"), LogitJudge)
+    assert make_judge("generative", *args).fmt.name == "yes_no"  # sampling needs a question with score tokens
+    with pytest.raises(UserError, match="generative judge needs a format with score tokens"):
+        make_judge("generative", *args, format_name="likelihood")

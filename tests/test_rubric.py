@@ -49,6 +49,12 @@ def test_combine_is_weighted_mean():
         (lambda d: d["formats"]["yes_no"].update(tokens={"Yes": 1, "No": 1}), "two different values"),
         (lambda d: d.update(judge_format="stars"), "not one of the formats"),
         (lambda d: d["criteria"][0].update(examples=[{"answer": "hi", "expresses": "yes"}]), "true or false"),
+        (lambda d: d["formats"]["likelihood"].update(kind="vibes"), "must be 'tokens' or 'likelihood'"),
+        (lambda d: d["formats"]["likelihood"].pop("low_system"), "low_system: must be a non-empty string"),
+        (lambda d: d["formats"]["likelihood"].update(high_system="{hihg}"), "bad placeholder 'hihg'"),
+        (lambda d: d["formats"]["likelihood"].update(low_system=d["formats"]["likelihood"]["high_system"]), "must differ"),
+        (lambda d: d["formats"]["likelihood"].update(sharpness=0), "sharpness: must be > 0"),
+        (lambda d: d["formats"]["likelihood"].update(tokens={"Yes": 1}), "unknown key"),
     ],
 )
 def test_invalid_rubrics_name_the_field(mutate, message):
@@ -56,6 +62,16 @@ def test_invalid_rubrics_name_the_field(mutate, message):
     mutate(data)
     with pytest.raises(UserError, match=message):
         R.parse(data, "bad.yaml")
+
+
+def test_question_free_format_falls_back_to_a_token_format_where_one_is_needed():
+    r = R.load()
+    assert r.format().kind == "likelihood" and r.token_format().name == "yes_no"
+    data = default_data()
+    data["formats"] = {"likelihood": data["formats"]["likelihood"]}
+    data["judge_format"] = "likelihood"
+    with pytest.raises(UserError, match="needs a format with score tokens"):
+        R.parse(data, "x.yaml").token_format()
 
 
 def test_unreadable_files(tmp_path):

@@ -16,7 +16,7 @@ import torch
 from hmxfeel import chat, models
 from hmxfeel.evals.metrics import mean, proportion
 from hmxfeel.evals.store import ItemStore
-from hmxfeel.judge import LogitJudge
+from hmxfeel.judge import make_judge
 from hmxfeel.lexical import PATTERNS, markers
 from hmxfeel.reward import score_answers
 
@@ -73,7 +73,7 @@ def run(
         "chat_template_kwargs": loaded.family.chat_template_kwargs,
     }
     store = ItemStore(out_dir, EVAL, {**(fingerprint or {}), **settings, "n_prompts": None}, resume)
-    self_judge = LogitJudge(loaded.model, loaded.tokenizer, loaded.family, rubric, identity="frozen",
+    self_judge = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, rubric, identity="frozen",
                             frozen_model=models.judge_copy_for(loaded, judge_dtype))  # fmt: skip
     done = store.done()
     for start in range(0, len(prompts), batch_size):
@@ -121,5 +121,7 @@ def metrics(rows: list[dict]) -> dict[str, dict]:
     for crit in PATTERNS:
         out[f"lexical/{crit}"] = proportion(r["lexical"][crit] > 0 for r in rows)
     out["lexical/any"] = proportion(any(r["lexical"].values()) for r in rows)
+    # Matches per answer, all criteria together: a count has more statistical power than "any", which saturates.
+    out["lexical/markers_per_answer"] = mean((sum(r["lexical"].values()) for r in rows), bounds=(0.0, float("inf")))
     out["answer_words"] = mean((r["words"] for r in rows), bounds=(0.0, float("inf")))
     return out
