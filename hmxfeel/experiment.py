@@ -45,6 +45,7 @@ class Experiment:
     limit: int | None = None  # items per evaluation (None = the suite's limits)
     humanlike_limit: int | None = None  # eval prompts for human-likeness (None = `limit`, else all / 16 in quick)
     data_dir: str | None = None  # local benchmark copies (else HMX_DATA_DIR / the Hub)
+    rubric: str | None = None  # rubric YAML for rewards and evaluation alike (default: the packaged one)
     judge: str | None = None  # independent judge: model spec or OpenAI-compatible URL
     judge_model: str | None = None  # model name for an endpoint judge
     device: str | None = None  # cpu / cuda (default: cuda when available)
@@ -65,6 +66,10 @@ def parse(data: dict, source: str) -> Experiment:
         m.setdefault("name", Path(str(m["model"])).name.replace(".", "_"))
     if not isinstance(exp.seeds, list) or not all(isinstance(s, int) for s in exp.seeds) or not exp.seeds:
         raise UserError(f"{source}: 'seeds' must be a non-empty list of integers")
+    if exp.rubric is not None:
+        from hmxfeel import rubric as rubric_mod
+
+        rubric_mod.load(exp.rubric)  # a bad rubric fails now, not after the first stage
     if isinstance(exp.parallel, bool) or not isinstance(exp.parallel, int) or exp.parallel < 1:
         raise UserError(f"{source}: 'parallel' must be an integer >= 1, got {exp.parallel!r}")
     for key in ("train", "human", "reverse"):
@@ -127,13 +132,14 @@ def execute(exp: Experiment, stage: Stage, device: str) -> None:
         resume = stage.folder.exists() and any(stage.folder.iterdir())
         evaluate(stage.model, stage.folder, adapter=stage.adapter, suite=exp.suite, data_dir=exp.data_dir, limit=exp.limit,
                  resume=resume, judge=exp.judge, judge_model=exp.judge_model, device=device,
-                 humanlike_limit=exp.humanlike_limit)  # fmt: skip
+                 humanlike_limit=exp.humanlike_limit, rubric_path=exp.rubric)  # fmt: skip
     else:
         from hmxfeel.train import train
 
         resume = (stage.folder / "run.json").exists()  # a folder without a run record holds nothing to keep
         cfg = train_config(exp, stage.direction, stage.seed, device)
-        train(stage.model, stage.direction, stage.folder, cfg, resume=resume, force=not resume, device=device)
+        train(stage.model, stage.direction, stage.folder, cfg, resume=resume, force=not resume, device=device,
+              rubric_path=exp.rubric)
 
 
 def _child(exp: Experiment, stage: Stage, device: str, threads: int) -> None:

@@ -16,12 +16,17 @@ def tiny_experiment(tmp_path, twin) -> str:
     from hmxfeel.evals.synthetic import write
 
     bench = write(tmp_path / "data")  # a few synthetic TruthfulQA / BBQ items for the training-time safety slice
+    from hmxfeel.rubric import DEFAULT_RUBRIC
+
+    rubric = tmp_path / "rubric-yes-no.yaml"  # the experiment's own rubric must reach training and evaluation
+    rubric.write_text(DEFAULT_RUBRIC.read_text().replace("judge_format: likelihood", "judge_format: yes_no"))
     data = {
         "models": [{"name": "twin", "model": str(twin)}],
         "train": {"steps": 3, "prompts_per_step": 1, "num_generations": 2, "max_completion_tokens": 8,
                   "save_every": 1, "judge_batch_size": 4, "safety_every": 3, "safety_items": 3,
                   "safety_data_dir": str(bench)},
         "suite": "humanlike",
+        "rubric": str(rubric),
         "limit": 3,
         "device": "cpu",
     }  # fmt: skip
@@ -40,6 +45,9 @@ def test_experiment_file_validation(tmp_path):
         experiment.load(bad)
     bad.write_text("models: [{model: embedded}]\ntrain: {lr: 1}\n")
     with pytest.raises(UserError, match="unknown key 'lr'"):
+        experiment.load(bad)
+    bad.write_text(f"models: [{{model: embedded}}]\nrubric: {tmp_path / 'nope.yaml'}\n")
+    with pytest.raises(UserError, match="nope.yaml.*file not found|file not found.*nope.yaml"):
         experiment.load(bad)
     bad.write_text("models: [{model: embedded}]\nparallel: 0\n")
     with pytest.raises(UserError, match="'parallel' must be an integer >= 1"):
@@ -73,6 +81,12 @@ def test_tiny_experiment_killed_mid_stage_then_resumed(tmp_path, smol_twin):
     assert len(state["done"]) == 5
     run = json.loads((out / "twin" / "seed0" / "human" / "run.json").read_text())
     assert run["status"] == "complete" and run["steps_done"] == 3
+    from hmxfeel import rubric as R
+
+    own = R.load(exp.rubric)
+    assert own.judge_format == "yes_no" and run["rubric"]["sha256"] == own.sha256 != R.load().sha256
+    results = json.loads((out / "twin" / "seed0" / "eval-human" / "results.json").read_text())
+    assert {r["settings"]["rubric_sha256"] for r in results["records"] if r["eval"] == "humanlike"} == {own.sha256}
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines() if "reward" in json.loads(line)]
     assert steps == [1, 2, 3]  # nothing logged twice after the resume
     md = report.read_text()

@@ -17,8 +17,9 @@ _spec = importlib.util.spec_from_file_location("judge_robustness", BENCH)
 jr = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(jr)
 
-# reward(attacked) - reward(clean) on the [0, 1] human-direction reward, for every item.
-# Measured max gap: tiny twins (random weights) +0.0003 qwen3 / +0.0033 gemma2 / +0.0017 llama3.2 / +0.0012
+# reward(attacked) - reward(clean) on the [0, 1] human-direction reward, for every item, with the rubric's
+# judge_format (likelihood): embedded max +0.0471 (unicode_lookalike), length spread 0.038.
+# Measured with the yes_no format (the default before session 2): max gap tiny twins (random weights) +0.0003 qwen3 / +0.0033 gemma2 / +0.0017 llama3.2 / +0.0012
 # smollm2; embedded SmolLM2-135M +0.0318 (praise_self). Before the sanitiser additions the embedded max was
 # +0.138 (whitespace padding + "Yes"), +0.120 (copied rubric anchor), +0.107 (praise addressed to graders).
 # See bench/RESULTS.md, "Judge robustness".
