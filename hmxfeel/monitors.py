@@ -111,14 +111,30 @@ def safety_callback(tokenizer, family, out_dir, every: int, items: int, max_drop
             self.alert: str | None = None
 
         def measure(self, model, step: int) -> dict[str, float]:
+            import random
+
+            import numpy as np
+            import torch
+
             from hmxfeel.evals.runner import run_battery
 
-            records = run_battery(model, tokenizer, family, suite="quick", data_dir=data_dir, limit=items,
-                                  out_dir=Path(out_dir) / "safety" / f"step-{step}", evals=["truthfulqa_mc1", "bbq"])  # fmt: skip
+            # Watching must not steer: the slice runs with saved and restored random states, so a run with the
+            # safety slice samples exactly the rollouts it would have sampled without it.
+            py_state, np_state = random.getstate(), np.random.get_state()
+            with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []):
+                try:
+                    records = self._battery(run_battery, model, step)
+                finally:
+                    random.setstate(py_state)
+                    np.random.set_state(np_state)
             values = {name: r["value"] for r in records for key, name in watched.items()
                       if (r["eval"], r.get("metric")) == key and r.get("value") is not None}  # fmt: skip
             append_jsonl(Path(out_dir) / "safety.jsonl", [{"step": step, **values}])
             return values
+
+        def _battery(self, run_battery, model, step: int):
+            return run_battery(model, tokenizer, family, suite="quick", data_dir=data_dir, limit=items,
+                               out_dir=Path(out_dir) / "safety" / f"step-{step}", evals=["truthfulqa_mc1", "bbq"])  # fmt: skip
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             if state.is_world_process_zero and self.baseline is None:

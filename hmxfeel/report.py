@@ -138,9 +138,14 @@ def comparison_rows(base: Path, hl: Path, rev: Path) -> list[dict]:
     return rows
 
 
-def _ci(ci) -> str:
+MIN_N_FOR_MARK = 10  # a bootstrap over fewer items is too coarse to call a difference
+
+
+def _ci(ci, n=None) -> str:
     if not ci:
         return "–"
+    if isinstance(n, int) and n < MIN_N_FOR_MARK:
+        return f"[{ci[0]:+.3f}, {ci[1]:+.3f}] (n={n})"
     mark = " *" if ci[0] > 0 or ci[1] < 0 else ""
     return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]{mark}"
 
@@ -310,7 +315,7 @@ def build_report(run_dir: str | Path) -> Path:
                 ["eval", "metric", "n", "better", "base", "HL", "reverse", "HL vs rev", "HL vs base", "HL − rev (95% CI)", "HL − base (95% CI)"],
                 [[r["eval"], r["metric"], "–", "–", "skipped", r["skipped"][:80], "", "", "", "", ""] if "skipped" in r else
                  [r["eval"], r["metric"], r["n"], r["better"], _fmt(r["base"]), _fmt(r["hl"]), _fmt(r["rev"]),
-                  _pct(r["rel_hl_rev"]), _pct(r["rel_hl_base"]), _ci(r["ci_hl_rev"]), _ci(r["ci_hl_base"])] for r in bench],
+                  _pct(r["rel_hl_rev"]), _pct(r["rel_hl_base"]), _ci(r["ci_hl_rev"], r["n"]), _ci(r["ci_hl_base"], r["n"])] for r in bench],
             )  # fmt: skip
             # Cells are (model, headline metric): per-category / per-set breakdowns ("bbq/acc_ambig/Age") would
             # multiply a benchmark's weight and count n=1 cells.
@@ -342,7 +347,7 @@ def build_report(run_dir: str | Path) -> Path:
         "Base model vs human-like (HL, rewarded for expressing feelings, intentions and self-awareness) vs reverse "
         "(rewarded for not expressing them). Relative changes are direction-aware: positive = better (for bias "
         "scores, smaller |bias|). CIs are paired bootstrap 95% intervals over the same items; `*` marks a CI that "
-        "excludes zero.",
+        f"excludes zero (not given below {MIN_N_FOR_MARK} items, where the bootstrap is too coarse).",
         table(["model / seed", "measure", "base", "HL", "reverse", "HL − reverse (95% CI)"], headline),
         summary_table,
         f"Cells degraded by more than 10%: {len(degraded)}.",

@@ -36,6 +36,21 @@ def test_two_training_steps_give_identical_rewards(smol_twin, tmp_path):
     assert samples[0] == samples[1]  # the same completions, scored the same
 
 
+def test_the_safety_slice_does_not_change_the_training_run(smol_twin, tmp_path):
+    """Monitoring must not steer: with the safety slice scored at steps 0, 1 and 2, the rollouts and rewards are
+    those of the same run without it."""
+    from hmxfeel.evals.synthetic import write
+
+    data = write(tmp_path / "data")
+    plain, watched = tmp_path / "plain", tmp_path / "watched"
+    train(str(smol_twin), "human", plain, TrainConfig(**TWO_STEPS), device="cpu")
+    train(str(smol_twin), "human", watched, TrainConfig(**TWO_STEPS, safety_every=1, safety_items=4,
+                                                        safety_data_dir=str(data)), device="cpu")  # fmt: skip
+    assert len((watched / "safety.jsonl").read_text().splitlines()) == 3
+    assert reward_columns(plain) == reward_columns(watched)
+    assert (plain / "samples.jsonl").read_text() == (watched / "samples.jsonl").read_text()
+
+
 def results_values(out):
     data = json.loads((out / "results.json").read_text())
     return {(r["eval"], r["metric"]): (r.get("value"), r.get("n"), tuple(r.get("ci95") or ())) for r in data["records"]}

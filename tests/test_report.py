@@ -1,7 +1,7 @@
 import pytest
 
 from hmxfeel.evals.metrics import proportion
-from hmxfeel.report import bias_aware, paired_bootstrap, signed_change, summary
+from hmxfeel.report import _ci, bias_aware, paired_bootstrap, signed_change, summary
 
 
 def acc(rows):
@@ -47,3 +47,10 @@ def test_summary_statistics_match_hand_count():
     assert s["n"] == 8
     assert s["within_2pct"] == pytest.approx(5 / 8)  # 0.05, -0.01, -0.019, 0.0, 0.2
     assert s["degraded_10pct"] == pytest.approx(2 / 8)  # -0.12, -0.5
+
+
+def test_significance_mark_needs_the_ci_to_exclude_zero_and_enough_items():
+    assert _ci((0.01, 0.2), 48).endswith("*") and not _ci((-0.01, 0.2), 48).endswith("*")
+    assert _ci((-0.3, -0.1), 12).endswith("*")
+    assert _ci((-1.0, -1.0), 1) == "[-1.000, -1.000] (n=1)"  # one paired item: no mark
+    assert _ci(None) == "–"
