@@ -66,6 +66,7 @@ def test_multi_token_score_tokens_leave_no_run_behind(tmp_path, smol_twin):
 
     data = yaml.safe_load(DEFAULT_RUBRIC.read_text())
     data["formats"]["yes_no"]["tokens"] = {" Absolutely": 1, "Nope!": 0}
+    data["judge_format"] = "yes_no"
     rubric = tmp_path / "r.yaml"
     rubric.write_text(yaml.safe_dump(data))
     out = tmp_path / "run"

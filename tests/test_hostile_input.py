@@ -137,6 +137,7 @@ def test_rubric_is_a_folder(tmp_path):
 def test_multi_token_score_tokens_on_smol_twin(smol_twin, tmp_path):
     def tokens(d):
         d["formats"]["yes_no"]["tokens"] = {" Absolutely": 1, "Nope!": 0}
+        d["judge_format"] = "yes_no"
 
     path = write(tmp_path / "r.yaml", rubric_text(c=tokens))
     out = tmp_path / "ev"
