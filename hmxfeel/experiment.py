@@ -142,12 +142,28 @@ def execute(exp: Experiment, stage: Stage, device: str) -> None:
               rubric_path=exp.rubric)
 
 
-def _child(exp: Experiment, stage: Stage, device: str, threads: int) -> None:
+def _stop_when_orphaned(parent: int) -> None:
+    """If the runner dies (even by SIGKILL), stop this stage the way Ctrl-C would: training checkpoints first.
+    Without this, a stage could outlive its runner and race the stage a rerun starts in the same folder."""
+    import os
+    import signal
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="hmx-orphan-watch").start()
+
+
+def _child(exp: Experiment, stage: Stage, device: str, threads: int, parent: int) -> None:
     """Entry point of a stage run in its own process (parallel > 1): its share of the CPU threads, and the
     CLI's exit codes (2 = a user error, already explained in one line)."""
     import os
     import sys
 
+    _stop_when_orphaned(parent)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
@@ -215,7 +231,7 @@ def run_parallel(exp: Experiment, todo: list[Stage], device: str, state: dict, f
                 if len(running) >= exp.parallel:
                     break
                 waiting.remove(stage)
-                proc = ctx.Process(target=_child, args=(exp, stage, device, threads), name=stage.id)
+                proc = ctx.Process(target=_child, args=(exp, stage, device, threads, os.getpid()), name=stage.id)
                 proc.start()
                 running[stage.id] = (proc, stage, time.time())
                 log(f"{stage.id}: started in its own process ({threads} thread(s); elapsed {time.time() - started:.0f} s; "

@@ -131,3 +131,37 @@ def test_a_failing_parallel_stage_stops_the_run_with_one_line(tmp_path, smol_twi
     exp, text = experiment.load(path)
     with pytest.raises(UserError, match="stage twin/seed0/train-.* failed .*rerun the same command"):
         experiment.run(exp, text, tmp_path / "run", log=lambda m: None)
+
+
+def _snapshot(folder):
+    return {str(p): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_parallel_stages_stop_when_the_runner_is_killed_then_resume(tmp_path, smol_twin):
+    """SIGKILL to the runner alone (not its process group): the stage processes notice, stop (training writes
+    a checkpoint first) and leave the folder alone; the rerun finishes the experiment."""
+    path = tmp_path / "exp.yaml"
+    data = yaml.safe_load(open(tiny_experiment(tmp_path, smol_twin)).read())
+    data["train"] = {**{k: v for k, v in data["train"].items() if not k.startswith("safety")}, "steps": 6}
+    data["parallel"] = 2
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "hmxfeel.cli", "run", str(path), "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    metrics = out / "twin" / "seed0" / "human" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().strip()):
+        assert proc.poll() is None, "experiment ended before it could be killed"
+        time.sleep(0.5)
+    proc.kill()  # the runner only: its stage processes are orphaned
+    proc.wait()
+    time.sleep(8)  # the orphan watch polls every second; a checkpoint takes a moment
+    before = _snapshot(out)
+    time.sleep(6)
+    assert _snapshot(out) == before, "a stage process kept writing after its runner died"
+    exp, text = experiment.load(path)
+    experiment.run(exp, text, out, log=lambda m: None)
+    assert len(json.loads((out / "stages.json").read_text())["done"]) == 5
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines() if "reward" in json.loads(line)]
+    assert steps == list(range(1, 7))  # resumed from the checkpoint, nothing logged twice
