@@ -181,6 +181,9 @@ def run(exp: Experiment, text: str, out: Path, log=print) -> Path:
     from hmxfeel.report import build_report
 
     device = exp.device or models.default_device()
+    if exp.parallel > 1 and device != "cpu":
+        raise UserError(f"parallel: {exp.parallel} splits CPU cores between stages; on {device} keep parallel: 1 "
+                        "(several GPUs: accelerate, see docs/scaling.md)")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     stored = out / "experiment.yaml"
     if stored.exists() and yaml.safe_load(read_text(stored)) != yaml.safe_load(text):

@@ -52,6 +52,11 @@ def test_experiment_file_validation(tmp_path):
     bad.write_text("models: [{model: embedded}]\nparallel: 0\n")
     with pytest.raises(UserError, match="'parallel' must be an integer >= 1"):
         experiment.load(bad)
+    bad.write_text("models: [{model: embedded}]\nparallel: 2\ndevice: cuda\n")
+    exp, text = experiment.load(bad)
+    with pytest.raises(UserError, match="parallel: 2 splits CPU cores"):
+        experiment.run(exp, text, tmp_path / "gpu-run")
+    assert not (tmp_path / "gpu-run").exists()
     with pytest.raises(UserError, match="unknown preset"):
         experiment.load(preset="nope")
     for name in ("demo", "paper"):
