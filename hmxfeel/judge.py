@@ -144,6 +144,27 @@ class _BaseJudge:
             self._prefix_kv[key] = past
         return past
 
+    def _forward(self, prefix_ids: list[int], suffixes: list[list[int]], past, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits at the last `keep` positions of prefix + each suffix, and the input ids. Suffixes are
+        left-padded in the middle, so every row ends at the right edge. With `past` (the prefix's KV cache) only
+        the suffixes are run; without it the prefix is run with every row. Same tokens either way."""
+        device = self._device()
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids, attn = _left_pad(suffixes, pad, device)
+        n, p = len(suffixes), len(prefix_ids)
+        if past is None:
+            if p:
+                ids = torch.cat([torch.tensor([prefix_ids], device=device).expand(n, -1), ids], dim=1)
+                attn = torch.cat([torch.ones((n, p), dtype=attn.dtype, device=device), attn], dim=1)
+            positions = (attn.cumsum(-1) - 1).clamp_min(0)
+            return self.scorer(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=keep).logits, ids
+        cache = copy.deepcopy(past)
+        cache.batch_repeat_interleave(n)
+        positions = p + (attn.cumsum(-1) - 1).clamp_min(0)
+        attn = torch.cat([torch.ones((n, p), dtype=attn.dtype, device=device), attn], dim=1)
+        out = self.scorer(input_ids=ids, attention_mask=attn, position_ids=positions, cache=cache, logits_to_keep=keep)
+        return out.logits, ids
+
 
 def _left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(s) for s in seqs)
@@ -188,24 +209,6 @@ class LogitJudge(_BaseJudge):
         suffixes = self.tokenizer([t[cut:] for t in texts], add_special_tokens=False)["input_ids"]
         return prefix_ids, suffixes
 
-    def _last_logits(self, prefix_ids: list[int], suffixes: list[list[int]], past) -> torch.Tensor:
-        """Next-token logits after prefix + suffix for a batch of suffixes (left-padded in the middle)."""
-        device = self._device()
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids, attn = _left_pad(suffixes, pad, device)
-        n, p = len(suffixes), len(prefix_ids)
-        if past is None:  # plain path: run the prefix with every answer
-            ids = torch.cat([torch.tensor([prefix_ids], device=device).expand(n, -1), ids], dim=1)
-            attn = torch.cat([torch.ones((n, p), dtype=attn.dtype, device=device), attn], dim=1)
-            positions = (attn.cumsum(-1) - 1).clamp_min(0)
-            return self.scorer(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=1).logits
-        cache = copy.deepcopy(past)
-        cache.batch_repeat_interleave(n)
-        positions = p + (attn.cumsum(-1) - 1).clamp_min(0)
-        attn = torch.cat([torch.ones((n, p), dtype=attn.dtype, device=device), attn], dim=1)
-        out = self.scorer(input_ids=ids, attention_mask=attn, position_ids=positions, cache=cache, logits_to_keep=1)
-        return out.logits
-
     def score(self, user_prompts: list[str], answers: list[str]) -> JudgeResult:
         items = self.prompts_for(user_prompts, answers)
         scores, mass = {}, {}
@@ -219,7 +222,7 @@ class LogitJudge(_BaseJudge):
                 unit_all, mass_all = [0.0] * len(texts), [0.0] * len(texts)
                 for start in range(0, len(order), self.batch_size):
                     batch = order[start : start + self.batch_size]
-                    logits = self._last_logits(prefix_ids, [suffixes[k] for k in batch], past)
+                    logits, _ = self._forward(prefix_ids, [suffixes[k] for k in batch], past, keep=1)
                     unit, m = self.expected_scores(logits[:, -1, :])
                     for row, k in enumerate(batch):
                         unit_all[k], mass_all[k] = float(unit[row]), float(m[row])
@@ -308,31 +311,15 @@ class LikelihoodJudge(_BaseJudge):
         texts = [chat.render(self.tokenizer, self.family, chat.messages(self.family, p, system)) for p in user_prompts]
         cut = min(t.find(p) for t, p in zip(texts, user_prompts))
         if cut <= 0 or not all(t.startswith(texts[0][:cut]) for t in texts):  # the template rewrote a prompt
-            return [], self.tokenizer([t for t in texts], add_special_tokens=False)["input_ids"]
+            return [], self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         prefix_ids = self.tokenizer.encode(texts[0][:cut], add_special_tokens=False)
         return prefix_ids, self.tokenizer([t[cut:] for t in texts], add_special_tokens=False)["input_ids"]
 
     def _mean_logprobs(self, prefix_ids: list[int], suffixes: list[list[int]], answers: list[list[int]], past) -> list[float]:
-        """Mean log-probability of each answer's tokens after prefix + its suffix. Rows are left-padded, so
-        every answer ends at the right edge and only the last (longest answer + 1) logits are computed."""
-        device = self._device()
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids, attn = _left_pad([s + a for s, a in zip(suffixes, answers)], pad, device)
-        n, p = len(answers), len(prefix_ids)
+        """Mean log-probability of each answer's tokens after prefix + its suffix. Every answer ends at the
+        right edge, so only the last (longest answer + 1) logits are computed."""
         keep = max(len(a) for a in answers) + 1
-        if past is None:
-            if p:
-                ids = torch.cat([torch.tensor([prefix_ids], device=device).expand(n, -1), ids], dim=1)
-                attn = torch.cat([torch.ones((n, p), dtype=attn.dtype, device=device), attn], dim=1)
-            positions = (attn.cumsum(-1) - 1).clamp_min(0)
-            logits = self.scorer(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=keep).logits
-        else:
-            cache = copy.deepcopy(past)
-            cache.batch_repeat_interleave(n)
-            positions = p + (attn.cumsum(-1) - 1).clamp_min(0)
-            attn = torch.cat([torch.ones((n, p), dtype=attn.dtype, device=device), attn], dim=1)
-            logits = self.scorer(input_ids=ids, attention_mask=attn, position_ids=positions, cache=cache,
-                                 logits_to_keep=keep).logits  # fmt: skip
+        logits, ids = self._forward(prefix_ids, [s + a for s, a in zip(suffixes, answers)], past, keep)
         # logits[:, j] predicts the token after it: the last keep-1 tokens, which hold every answer.
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
         token_logp = logp.gather(-1, ids[:, ids.shape[1] - (keep - 1) :].unsqueeze(-1)).squeeze(-1)

@@ -173,6 +173,10 @@ def to_html(t: dict) -> str:
 # ---------------------------------------------------------------- figures
 
 
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in read_text(path).splitlines() if line.strip()] if path.exists() else []
+
+
 def training_figure(model_dir: Path, seed_dir: Path, out_png: Path) -> Path | None:
     import matplotlib
 
@@ -185,11 +189,7 @@ def training_figure(model_dir: Path, seed_dir: Path, out_png: Path) -> Path | No
     fig, axes = plt.subplots(2, 3, figsize=(12, 6))
     drawn = False
     for direction, colour in (("human", "tab:red"), ("reverse", "tab:blue")):
-        path = seed_dir / direction / "metrics.jsonl"
-        if not path.exists():
-            continue
-        rows = [json.loads(line) for line in read_text(path).splitlines() if line.strip()]
-        rows = [r for r in rows if "reward" in r]
+        rows = [r for r in _jsonl(seed_dir / direction / "metrics.jsonl") if "reward" in r]
         for ax, (key, title) in zip(axes.flat, panels):
             pts = [(r["step"], r[key]) for r in rows if key in r]
             if pts:
@@ -207,10 +207,6 @@ def training_figure(model_dir: Path, seed_dir: Path, out_png: Path) -> Path | No
     fig.savefig(out_png, dpi=90)
     plt.close(fig)
     return out_png
-
-
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in read_text(path).splitlines() if line.strip()] if path.exists() else []
 
 
 def safety_figure(seed_dir: Path, out_png: Path) -> Path | None:
