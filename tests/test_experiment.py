@@ -12,11 +12,12 @@ from hmxfeel import experiment
 from hmxfeel.errors import UserError
 
 
-def tiny_experiment(tmp_path, twin) -> str:
+def tiny_experiment(tmp_path, twin, safety: bool = True, train: dict | None = None, **top) -> str:
+    """A few-step experiment on a tiny twin; `train` / `top` override training settings / top-level keys."""
     from hmxfeel.evals.synthetic import write
+    from hmxfeel.rubric import DEFAULT_RUBRIC
 
     bench = write(tmp_path / "data")  # a few synthetic TruthfulQA / BBQ items for the training-time safety slice
-    from hmxfeel.rubric import DEFAULT_RUBRIC
 
     rubric = tmp_path / "rubric-yes-no.yaml"  # the experiment's own rubric must reach training and evaluation
     rubric.write_text(DEFAULT_RUBRIC.read_text().replace("judge_format: likelihood", "judge_format: yes_no"))
@@ -29,29 +30,35 @@ def tiny_experiment(tmp_path, twin) -> str:
         "rubric": str(rubric),
         "limit": 3,
         "device": "cpu",
+        **top,
     }  # fmt: skip
+    if not safety:
+        data["train"] = {k: v for k, v in data["train"].items() if not k.startswith("safety")}
+    data["train"].update(train or {})
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(data))
     return str(path)
 
 
-def test_experiment_file_validation(tmp_path):
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("models: []\n", "non-empty list"),
+        ("models: [{model: embedded}]\nseedz: [1]\n", "did you mean 'seeds'"),
+        ("models: [{model: embedded}]\ntrain: {lr: 1}\n", "unknown key 'lr'"),
+        ("models: [{model: embedded}]\nrubric: {tmp}/nope.yaml\n", "nope.yaml.*file not found|file not found.*nope.yaml"),
+        ("models: [{model: embedded}]\nparallel: 0\n", "'parallel' must be an integer >= 1"),
+    ],
+)
+def test_invalid_experiment_files_name_the_problem(tmp_path, text, message):
     bad = tmp_path / "e.yaml"
-    bad.write_text("models: []\n")
-    with pytest.raises(UserError, match="non-empty list"):
+    bad.write_text(text.replace("{tmp}", str(tmp_path)))
+    with pytest.raises(UserError, match=message):
         experiment.load(bad)
-    bad.write_text("models: [{model: embedded}]\nseedz: [1]\n")
-    with pytest.raises(UserError, match="did you mean 'seeds'"):
-        experiment.load(bad)
-    bad.write_text("models: [{model: embedded}]\ntrain: {lr: 1}\n")
-    with pytest.raises(UserError, match="unknown key 'lr'"):
-        experiment.load(bad)
-    bad.write_text(f"models: [{{model: embedded}}]\nrubric: {tmp_path / 'nope.yaml'}\n")
-    with pytest.raises(UserError, match="nope.yaml.*file not found|file not found.*nope.yaml"):
-        experiment.load(bad)
-    bad.write_text("models: [{model: embedded}]\nparallel: 0\n")
-    with pytest.raises(UserError, match="'parallel' must be an integer >= 1"):
-        experiment.load(bad)
+
+
+def test_parallel_on_gpu_unknown_preset_and_packaged_presets(tmp_path):
+    bad = tmp_path / "e.yaml"
     bad.write_text("models: [{model: embedded}]\nparallel: 2\ndevice: cuda\n")
     exp, text = experiment.load(bad)
     with pytest.raises(UserError, match="parallel: 2 splits CPU cores"):
@@ -110,12 +117,7 @@ def test_tiny_experiment_killed_mid_stage_then_resumed(tmp_path, smol_twin):
 
 def test_parallel_stages_respect_dependencies(tmp_path, smol_twin):
     """parallel: 2 runs stages in two processes at once; an adapter is evaluated only after its training."""
-    path = tmp_path / "exp.yaml"
-    data = yaml.safe_load(open(tiny_experiment(tmp_path, smol_twin)).read())
-    data["train"] = {k: v for k, v in data["train"].items() if not k.startswith("safety")}
-    data["parallel"] = 2
-    path.write_text(yaml.safe_dump(data))
-    exp, text = experiment.load(path)
+    exp, text = experiment.load(tiny_experiment(tmp_path, smol_twin, safety=False, parallel=2))
     lines = []
     report = experiment.run(exp, text, tmp_path / "run", log=lines.append)
     done = json.loads((tmp_path / "run" / "stages.json").read_text())["done"]
@@ -128,12 +130,7 @@ def test_parallel_stages_respect_dependencies(tmp_path, smol_twin):
 
 
 def test_a_failing_parallel_stage_stops_the_run_with_one_line(tmp_path, smol_twin):
-    path = tmp_path / "exp.yaml"
-    data = yaml.safe_load(open(tiny_experiment(tmp_path, smol_twin)).read())
-    data["parallel"] = 2
-    data["train"]["lora_targets"] = ["no_such_module"]
-    path.write_text(yaml.safe_dump(data))
-    exp, text = experiment.load(path)
+    exp, text = experiment.load(tiny_experiment(tmp_path, smol_twin, train={"lora_targets": ["no_such_module"]}, parallel=2))
     with pytest.raises(UserError, match="stage twin/seed0/train-.* failed .*rerun the same command"):
         experiment.run(exp, text, tmp_path / "run", log=lambda m: None)
 
@@ -145,14 +142,10 @@ def _snapshot(folder):
 def test_parallel_stages_stop_when_the_runner_is_killed_then_resume(tmp_path, smol_twin):
     """SIGKILL to the runner alone (not its process group): the stage processes notice, stop (training writes
     a checkpoint first) and leave the folder alone; the rerun finishes the experiment."""
-    path = tmp_path / "exp.yaml"
-    data = yaml.safe_load(open(tiny_experiment(tmp_path, smol_twin)).read())
-    data["train"] = {**{k: v for k, v in data["train"].items() if not k.startswith("safety")}, "steps": 6}
-    data["parallel"] = 2
-    path.write_text(yaml.safe_dump(data))
+    path = tiny_experiment(tmp_path, smol_twin, safety=False, train={"steps": 6}, parallel=2)
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "hmxfeel.cli", "run", str(path), "--out", str(out)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "hmxfeel.cli", "run", path, "--out", str(out)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     metrics = out / "twin" / "seed0" / "human" / "metrics.jsonl"
     deadline = time.time() + 240
