@@ -301,7 +301,11 @@ class LikelihoodJudge(_BaseJudge):
             raise ValueError(f"format '{self.fmt.name}' is not a likelihood format")
 
     def systems(self, crit: Criterion) -> tuple[str, str]:
-        fill = {"name": crit.name, "definition": crit.definition, "low": crit.low, "high": crit.high}
+        def quoted(expresses: bool) -> str:
+            return " ".join(f'"{text}"' for text, label in crit.examples if label == expresses)
+
+        fill = {"name": crit.name, "definition": crit.definition, "low": crit.low, "high": crit.high,
+                "expresses": quoted(True), "does_not": quoted(False)}
         return self.fmt.high_system.format(**fill), self.fmt.low_system.format(**fill)
 
     def split_contexts(self, system: str, user_prompts: list[str]) -> tuple[list[int], list[list[int]]]:

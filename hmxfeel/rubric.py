@@ -106,7 +106,8 @@ _CRITERION = ("name", "weight", "definition", "low", "high", "question", "exampl
 _REQUIRED = ("name", "weight", "definition", "low", "high", "question")
 _FORMAT = ("instruction", "tokens", "kind")
 _LIKELIHOOD = ("kind", "high_system", "low_system", "sharpness")
-_PLACEHOLDERS = ("name", "definition", "low", "high")
+# {expresses} / {does_not}: the criterion's example answers that do / do not express it, each in quotes.
+_PLACEHOLDERS = ("name", "definition", "low", "high", "expresses", "does_not")
 
 
 def _likelihood_format(fname: str, raw: dict, where: str) -> ScoreFormat:
@@ -200,6 +201,12 @@ def parse(data: dict, source: str) -> Rubric:
         if len(set(values.values())) < 2:
             raise UserError(f"{where}.tokens: needs at least two different values")
         formats[str(fname)] = ScoreFormat(str(fname), _text(raw.get("instruction"), f"{where}.instruction"), values)
+    for fmt in formats.values():  # a template quoting examples needs examples of that kind in every criterion
+        for key, label in (("expresses", True), ("does_not", False)):
+            templates = f"{fmt.high_system} {fmt.low_system}"
+            lacking = [c.name for c in criteria if "{" + key + "}" in templates and not any(e == label for _, e in c.examples)]
+            if lacking:
+                raise UserError(f"{source}: formats.{fmt.name} quotes {{{key}}} but criteria {lacking} have no such examples")
 
     judge_format = data.get("judge_format", next(iter(formats)))
     if judge_format not in formats:

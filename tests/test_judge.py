@@ -165,3 +165,17 @@ def test_judge_factory_picks_the_reader_for_the_format(smol_twin):
     assert make_judge("generative", *args).fmt.name == "yes_no"  # sampling needs a question with score tokens
     with pytest.raises(UserError, match="generative judge needs a format with score tokens"):
         make_judge("generative", *args, format_name="likelihood")
+
+
+def test_likelihood_prompts_quote_the_criterion_examples_on_their_side(smol_twin):
+    import dataclasses
+
+    loaded = models.load(str(smol_twin), device="cpu")
+    r = R.load()
+    fmt = dataclasses.replace(r.formats["likelihood"], high_system="High. {expresses}", low_system="Low. {does_not}")
+    judge = LikelihoodJudge(loaded.model, loaded.tokenizer, loaded.family,
+                            dataclasses.replace(r, formats={**r.formats, "likelihood": fmt}), format_name="likelihood")  # fmt: skip
+    for crit in r.criteria:
+        high, low = judge.systems(crit)
+        for text, expresses in crit.examples:
+            assert (f'"{text}"' in high, f'"{text}"' in low) == (expresses, not expresses)

@@ -55,6 +55,8 @@ def test_combine_is_weighted_mean():
         (lambda d: d["formats"]["likelihood"].update(low_system=d["formats"]["likelihood"]["high_system"]), "must differ"),
         (lambda d: d["formats"]["likelihood"].update(sharpness=0), "sharpness: must be > 0"),
         (lambda d: d["formats"]["likelihood"].update(tokens={"Yes": 1}), "unknown key"),
+        (lambda d: (d["formats"]["likelihood"].update(high_system="{high} {expresses}"), d["criteria"][2].pop("examples")),
+         r"quotes \{expresses\} but criteria \['self_awareness'\] have no such examples"),
     ],
 )
 def test_invalid_rubrics_name_the_field(mutate, message):
