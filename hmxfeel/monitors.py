@@ -10,6 +10,8 @@ from __future__ import annotations
 import signal
 import warnings
 
+from hmxfeel import lexical
+
 
 def distinct_n(texts: list[str], n: int = 2) -> float:
     """Unique word n-grams / all word n-grams over a batch (1 = no repetition; near 0 = one phrase repeated)."""
@@ -27,10 +29,16 @@ def is_degenerate(text: str) -> bool:
 
 
 def text_health(answers: list[str]) -> dict[str, float]:
+    n = max(1, len(answers))
+    counts = [sum(lexical.markers(a).values()) for a in answers]
     return {
         "monitor/distinct_2": distinct_n(answers, 2),
-        "monitor/degenerate_frac": sum(map(is_degenerate, answers)) / max(1, len(answers)),
-        "monitor/words_mean": sum(len(a.split()) for a in answers) / max(1, len(answers)),
+        "monitor/degenerate_frac": sum(map(is_degenerate, answers)) / n,
+        "monitor/words_mean": sum(len(a.split()) for a in answers) / n,
+        # The model-free measure on the rollouts themselves: whether the reward is moving what the rubric means
+        # (first-person feelings, wishes, self-reflection) or something else the judge happens to like.
+        "monitor/lexical_any": sum(c > 0 for c in counts) / n,
+        "monitor/lexical_markers": sum(counts) / n,
     }
 
 

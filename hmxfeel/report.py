@@ -185,8 +185,10 @@ def training_figure(model_dir: Path, seed_dir: Path, out_png: Path) -> Path | No
 
     panels = [("rubric/overall", "reward (rubric overall)"), ("rubric/feelings", "feelings"),
               ("rubric/intentions", "intentions"), ("rubric/self_awareness", "self-awareness"),
+              ("monitor/lexical_markers", "lexical markers per rollout (model-free)"),
               ("completions/mean_length", "completion length (tokens)"), ("frac_reward_zero_std", "zero-std group fraction")]  # fmt: skip
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6))
+    fig, axes = plt.subplots(2, 4, figsize=(15, 6))
+    axes.flat[-1].axis("off")
     drawn = False
     for direction, colour in (("human", "tab:red"), ("reverse", "tab:blue")):
         rows = [r for r in _jsonl(seed_dir / direction / "metrics.jsonl") if "reward" in r]

@@ -37,7 +37,7 @@ def test_reward_logs_per_criterion_metrics_and_columns():
     assert columns["rubric/intentions"] == [0.5, 0.5]
     assert metrics["rubric/feelings_std"] == pytest.approx(0.5)
     names = ("feelings", "intentions", "self_awareness", "overall")
-    monitors = {"monitor/distinct_2", "monitor/degenerate_frac", "monitor/words_mean"}
+    monitors = {"monitor/distinct_2", "monitor/degenerate_frac", "monitor/words_mean", "monitor/lexical_any", "monitor/lexical_markers"}
     assert set(metrics) == {f"rubric/{n}" for n in names} | {f"rubric/{n}_std" for n in names} | monitors
     assert hooked and hooked[0][1] == ["I feel great", "Water falls"]
 
