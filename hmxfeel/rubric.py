@@ -202,8 +202,8 @@ def parse(data: dict, source: str) -> Rubric:
             raise UserError(f"{where}.tokens: needs at least two different values")
         formats[str(fname)] = ScoreFormat(str(fname), _text(raw.get("instruction"), f"{where}.instruction"), values)
     for fmt in formats.values():  # a template quoting examples needs examples of that kind in every criterion
+        templates = f"{fmt.high_system} {fmt.low_system}"
         for key, label in (("expresses", True), ("does_not", False)):
-            templates = f"{fmt.high_system} {fmt.low_system}"
             lacking = [c.name for c in criteria if "{" + key + "}" in templates and not any(e == label for _, e in c.examples)]
             if lacking:
                 raise UserError(f"{source}: formats.{fmt.name} quotes {{{key}}} but criteria {lacking} have no such examples")

@@ -71,18 +71,24 @@ def test_parallel_on_gpu_unknown_preset_and_packaged_presets(tmp_path):
         assert exp.models and experiment.train_config(exp, "human", 0, exp.device or "cpu").steps > 0
 
 
-def test_tiny_experiment_killed_mid_stage_then_resumed(tmp_path, smol_twin):
-    path, out = tiny_experiment(tmp_path, smol_twin), tmp_path / "run"
+
+def start_run_until_training_logs(path, out):
+    """`hmx run` in its own process group, returned (with the human-like training's metrics log) once that
+    training has logged a step."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "hmxfeel.cli", "run", path, "--out", str(out)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    # Wait until the human-like training has logged a step, then kill the whole process without warning.
     metrics = out / "twin" / "seed0" / "human" / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().strip()):
         assert proc.poll() is None, "experiment ended before it could be killed"
         time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
+    return proc, metrics
+
+def test_tiny_experiment_killed_mid_stage_then_resumed(tmp_path, smol_twin):
+    path, out = tiny_experiment(tmp_path, smol_twin), tmp_path / "run"
+    proc, metrics = start_run_until_training_logs(path, out)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole process group, without warning
     proc.wait()
     state = json.loads((out / "stages.json").read_text())
     assert "twin/eval-base" in state["done"] and "twin/seed0/train-human" not in state["done"]
@@ -144,14 +150,7 @@ def test_parallel_stages_stop_when_the_runner_is_killed_then_resume(tmp_path, sm
     a checkpoint first) and leave the folder alone; the rerun finishes the experiment."""
     path = tiny_experiment(tmp_path, smol_twin, safety=False, train={"steps": 6}, parallel=2)
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "hmxfeel.cli", "run", path, "--out", str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    metrics = out / "twin" / "seed0" / "human" / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text().strip()):
-        assert proc.poll() is None, "experiment ended before it could be killed"
-        time.sleep(0.5)
+    proc, metrics = start_run_until_training_logs(path, out)
     proc.kill()  # the runner only: its stage processes are orphaned
     proc.wait()
     time.sleep(8)  # the orphan watch polls every second; a checkpoint takes a moment
