@@ -49,11 +49,3 @@ def markers(text: str) -> dict[str, int]:
     """Number of marker matches per criterion in `text`."""
     return {name: sum(len(rx.findall(text)) for rx in rxs) for name, rxs in _COMPILED.items()}
 
-
-def marker_rates(texts: list[str]) -> dict[str, float]:
-    """Share of texts with at least one marker, per criterion, plus `any` (at least one of any criterion)."""
-    counts = [markers(t) for t in texts]
-    n = max(1, len(texts))
-    rates = {name: sum(c[name] > 0 for c in counts) / n for name in PATTERNS}
-    rates["any"] = sum(any(c.values()) for c in counts) / n
-    return rates
