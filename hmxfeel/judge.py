@@ -286,12 +286,13 @@ class GenerativeJudge(_BaseJudge):
 
 
 class LikelihoodJudge(_BaseJudge):
-    """sigmoid(sharpness x mean over answer tokens of [log p(token | high-anchor system) - log p(token | low)]).
+    """sigmoid(sharpness x mean over answer tokens of [log p(token | high context) - log p(token | low)]).
 
-    The rubric still defines what is rewarded (its definitions and anchors fill the two system prompts), and the
-    model itself still judges; only the read-out differs: instead of asking the model a question it cannot
-    answer reliably, it measures which of the two rubric descriptions the answer is more typical of. The mean
-    (not the sum) keeps the score independent of answer length.
+    The rubric still defines what is rewarded (its definitions, anchors or requests fill the two contexts: a
+    system prompt, a request added to the user's message, or both), and the model itself still judges; only the
+    read-out differs: instead of asking the model a question it cannot answer reliably, it measures which of
+    the two contexts the answer is more typical of. The mean (not the sum) keeps the score independent of
+    answer length.
     """
 
     def __init__(self, *args, prefix_cache: bool = True, **kwargs):
@@ -300,13 +301,16 @@ class LikelihoodJudge(_BaseJudge):
         if self.fmt.kind != "likelihood":
             raise ValueError(f"format '{self.fmt.name}' is not a likelihood format")
 
-    def systems(self, crit: Criterion) -> tuple[str, str]:
+    def contexts(self, crit: Criterion) -> tuple[tuple[str, str], tuple[str, str]]:
+        """(system prompt, request added to the user's message) for the high side and for the low side."""
         def quoted(expresses: bool) -> str:
             return " ".join(f'"{text}"' for text, label in crit.examples if label == expresses)
 
         fill = {"name": crit.name, "definition": crit.definition, "low": crit.low, "high": crit.high,
-                "expresses": quoted(True), "does_not": quoted(False)}
-        return self.fmt.high_system.format(**fill), self.fmt.low_system.format(**fill)
+                "expresses": quoted(True), "does_not": quoted(False), "invite": crit.invite, "avoid": crit.avoid}
+        f = self.fmt
+        return ((f.high_system.format(**fill), f.high_user.format(**fill)),
+                (f.low_system.format(**fill), f.low_user.format(**fill)))
 
     def split_contexts(self, system: str, user_prompts: list[str]) -> tuple[list[int], list[list[int]]]:
         """Tokens of the rendered context (system + user turn + generation prompt), split into the part before
@@ -337,8 +341,9 @@ class LikelihoodJudge(_BaseJudge):
         with judging(self.scorer, self.identity):
             for crit in self.rubric.criteria:
                 sides = []
-                for side, system in zip(("high", "low"), self.systems(crit)):
-                    prefix_ids, suffixes = self.split_contexts(system, user_prompts)
+                for side, (system, request) in zip(("high", "low"), self.contexts(crit)):
+                    users = [f"{p} {request}" if request else p for p in user_prompts]
+                    prefix_ids, suffixes = self.split_contexts(system, users)
                     past = self._prefix(f"{crit.name}/{side}", prefix_ids) if self.prefix_cache and prefix_ids else None
                     values = [0.0] * len(answers)
                     order = sorted(range(len(answers)), key=lambda k: len(suffixes[k]) + len(answer_ids[k]))

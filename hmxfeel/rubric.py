@@ -24,6 +24,10 @@ class Criterion:
     # Few-shot (answer, expresses-it?) pairs shown inside the rubric block. They sit in the cached prefix, so
     # they cost almost nothing per answer, and small judges discriminate noticeably better with them.
     examples: tuple[tuple[str, bool], ...] = ()
+    # Requests that, added to a user's message, ask for an answer that does (`invite`) or does not (`avoid`)
+    # express the criterion. Only likelihood formats quoting {invite} / {avoid} use them.
+    invite: str = ""
+    avoid: str = ""
 
 
 @dataclass(frozen=True)
@@ -32,10 +36,11 @@ class ScoreFormat:
 
     kind "tokens": the judge is asked the criterion's question and answers with one of `tokens` (score token ->
     value); the logit judge reads the expected value from one next-token distribution.
-    kind "likelihood": no question is asked. The judge reads the answer twice, once after a system prompt built
-    from the criterion's high anchor (`high_system`) and once after one built from its low anchor
-    (`low_system`); the score is sigmoid(sharpness x mean per-token log-likelihood ratio). Small models are far
-    better at "which description makes this text likely" than at answering a grading question.
+    kind "likelihood": no question is asked. The judge reads the answer twice, once in a context built from the
+    criterion's high side (`high_system` as system prompt and/or `high_user` added to the user's message) and
+    once in one built from its low side (`low_system`, `low_user`); the score is sigmoid(sharpness x mean
+    per-token log-likelihood ratio). Small models are far better at "which context makes this text likely" than
+    at answering a grading question.
     """
 
     name: str
@@ -44,6 +49,8 @@ class ScoreFormat:
     kind: str = "tokens"
     high_system: str = ""
     low_system: str = ""
+    high_user: str = ""
+    low_user: str = ""
     sharpness: float = 1.0
 
     @property
@@ -102,26 +109,42 @@ class Rubric:
 
 
 _TOP = ("name", "version", "criteria", "formats", "judge_format")
-_CRITERION = ("name", "weight", "definition", "low", "high", "question", "examples")
+_CRITERION = ("name", "weight", "definition", "low", "high", "question", "examples", "invite", "avoid")
 _REQUIRED = ("name", "weight", "definition", "low", "high", "question")
 _FORMAT = ("instruction", "tokens", "kind")
-_LIKELIHOOD = ("kind", "high_system", "low_system", "sharpness")
-# {expresses} / {does_not}: the criterion's example answers that do / do not express it, each in quotes.
-_PLACEHOLDERS = ("name", "definition", "low", "high", "expresses", "does_not")
+_TEMPLATES = ("high_system", "low_system", "high_user", "low_user")
+_LIKELIHOOD = ("kind", *_TEMPLATES, "sharpness")
+_PLACEHOLDERS = ("name", "definition", "low", "high", "expresses", "does_not", "invite", "avoid")
+# Placeholders filled from optional criterion fields: every criterion must have what a template quotes.
+# {expresses} / {does_not}: the criterion's examples that do / do not express it, each in quotes.
+_OPTIONAL = {
+    "expresses": ("examples that express it", lambda c: any(e for _, e in c.examples)),
+    "does_not": ("examples that do not express it", lambda c: any(not e for _, e in c.examples)),
+    "invite": ("'invite'", lambda c: bool(c.invite)),
+    "avoid": ("'avoid'", lambda c: bool(c.avoid)),
+}
 
 
 def _likelihood_format(fname: str, raw: dict, where: str) -> ScoreFormat:
     check_keys(raw, _LIKELIHOOD, where)
     templates = {}
-    for key in ("high_system", "low_system"):
+    for key in _TEMPLATES:
+        if key not in raw:
+            continue  # no system prompt (the template's default) / the user's message as it is
         text = _text(raw.get(key), f"{where}.{key}")
         try:
             text.format(**{k: "" for k in _PLACEHOLDERS})
         except (KeyError, IndexError, ValueError) as exc:
             raise UserError(f"{where}.{key}: bad placeholder {exc} (allowed: {', '.join('{' + k + '}' for k in _PLACEHOLDERS)})") from None
         templates[key] = text
-    if templates["high_system"] == templates["low_system"]:
-        raise UserError(f"{where}: high_system and low_system must differ (the score is their likelihood ratio)")
+    for part in ("system", "user"):
+        if (f"high_{part}" in templates) != (f"low_{part}" in templates):
+            raise UserError(f"{where}: high_{part} and low_{part} go together (one side alone is not a contrast)")
+    if not templates:
+        raise UserError(f"{where}: needs high_system / low_system, high_user / low_user, or both")
+    high = (templates.get("high_system", ""), templates.get("high_user", ""))
+    if high == (templates.get("low_system", ""), templates.get("low_user", "")):
+        raise UserError(f"{where}: the high and low contexts must differ (the score is their likelihood ratio)")
     sharpness = _number(raw.get("sharpness", 1.0), f"{where}.sharpness")
     if sharpness <= 0:
         raise UserError(f"{where}.sharpness: must be > 0, got {sharpness}")
@@ -174,6 +197,7 @@ def parse(data: dict, source: str) -> Rubric:
             raise UserError(f"{where}.weight: must be > 0, got {weight}")
         name = _text(raw["name"], f"{where}.name")
         fields = {k: _text(raw[k], f"{where}.{k}") for k in ("definition", "low", "high", "question")}
+        fields.update({k: _text(raw[k], f"{where}.{k}") for k in ("invite", "avoid") if k in raw})
         criteria.append(Criterion(name=name, weight=weight, examples=_examples(raw.get("examples", []), where), **fields))
     names = [c.name for c in criteria]
     if len(set(names)) != len(names):
@@ -201,12 +225,12 @@ def parse(data: dict, source: str) -> Rubric:
         if len(set(values.values())) < 2:
             raise UserError(f"{where}.tokens: needs at least two different values")
         formats[str(fname)] = ScoreFormat(str(fname), _text(raw.get("instruction"), f"{where}.instruction"), values)
-    for fmt in formats.values():  # a template quoting examples needs examples of that kind in every criterion
-        templates = f"{fmt.high_system} {fmt.low_system}"
-        for key, label in (("expresses", True), ("does_not", False)):
-            lacking = [c.name for c in criteria if "{" + key + "}" in templates and not any(e == label for _, e in c.examples)]
+    for fmt in formats.values():  # a template quoting an optional field needs it in every criterion
+        templates = " ".join(getattr(fmt, key) for key in _TEMPLATES)
+        for key, (what, has) in _OPTIONAL.items():
+            lacking = [c.name for c in criteria if "{" + key + "}" in templates and not has(c)]
             if lacking:
-                raise UserError(f"{source}: formats.{fmt.name} quotes {{{key}}} but criteria {lacking} have no such examples")
+                raise UserError(f"{source}: formats.{fmt.name} quotes {{{key}}} but criteria {lacking} have no {what}")
 
     judge_format = data.get("judge_format", next(iter(formats)))
     if judge_format not in formats:

@@ -116,8 +116,9 @@ def test_generative_judge_parses_and_falls_back_to_neutral(smol_twin):
 def reference_likelihood_score(loaded, judge, crit, prompt, answer) -> float:
     """The likelihood judge's score computed the slow, obvious way: one unpadded sequence at a time."""
     means = []
-    for system in judge.systems(crit):
-        context = loaded.tokenizer.encode(chat.render(loaded.tokenizer, loaded.family, chat.messages(loaded.family, prompt, system)),
+    for system, request in judge.contexts(crit):
+        user = f"{prompt} {request}" if request else prompt
+        context = loaded.tokenizer.encode(chat.render(loaded.tokenizer, loaded.family, chat.messages(loaded.family, user, system)),
                                           add_special_tokens=False)  # fmt: skip
         ids = context + loaded.tokenizer.encode(answer, add_special_tokens=False)
         with torch.no_grad():
@@ -126,17 +127,18 @@ def reference_likelihood_score(loaded, judge, crit, prompt, answer) -> float:
     return 1 / (1 + math.exp(-judge.fmt.sharpness * (means[0] - means[1])))
 
 
-def test_likelihood_judge_matches_a_direct_computation(smol_twin):
+@pytest.mark.parametrize("fmt", ["likelihood", "request"])  # contrast in the system prompt / in the user's message
+def test_likelihood_judge_matches_a_direct_computation(smol_twin, fmt):
     loaded = models.load(str(smol_twin), device="cpu")
     r = R.load()
-    judge = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, r, format_name="likelihood", batch_size=2)
+    judge = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, r, format_name=fmt, batch_size=2)
     assert isinstance(judge, LikelihoodJudge)
-    assert judge.split_contexts(judge.systems(r.criteria[0])[0], PROMPTS)[0]  # a shared, cacheable prefix was found
+    assert judge.split_contexts(judge.contexts(r.criteria[0])[0][0], PROMPTS)[0]  # a shared, cacheable prefix was found
     res = judge.score(PROMPTS, ANSWERS)  # batches of 2 with padding
     for crit in r.criteria:
         want = [reference_likelihood_score(loaded, judge, crit, p, a) for p, a in zip(PROMPTS, ANSWERS)]
         assert res.scores[crit.name] == pytest.approx(want, abs=1e-4)
-    # The two system prompts differ per criterion and the answers differ: the scores are not all one value.
+    # The two contexts differ per criterion and the answers differ: the scores are not all one value.
     assert len({round(v, 6) for vals in res.scores.values() for v in vals}) > 3
 
 
@@ -176,6 +178,19 @@ def test_likelihood_prompts_quote_the_criterion_examples_on_their_side(smol_twin
     judge = LikelihoodJudge(loaded.model, loaded.tokenizer, loaded.family,
                             dataclasses.replace(r, formats={**r.formats, "likelihood": fmt}), format_name="likelihood")  # fmt: skip
     for crit in r.criteria:
-        high, low = judge.systems(crit)
+        (high, _), (low, _) = judge.contexts(crit)
         for text, expresses in crit.examples:
             assert (f'"{text}"' in high, f'"{text}"' in low) == (expresses, not expresses)
+
+
+def test_request_format_adds_the_criterion_request_to_the_user_turn(smol_twin):
+    loaded = models.load(str(smol_twin), device="cpu")
+    r = R.load()
+    judge = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, r, format_name="request")
+    for crit in r.criteria:
+        (high_sys, invite), (low_sys, avoid) = judge.contexts(crit)
+        assert (high_sys, low_sys, invite, avoid) == ("", "", crit.invite, crit.avoid)
+        prefix, suffixes = judge.split_contexts(high_sys, [f"{p} {invite}" for p in PROMPTS])
+        for p, suffix in zip(PROMPTS, suffixes):  # the request follows the prompt inside the user's turn
+            text = loaded.tokenizer.decode(suffix)
+            assert text.index(p) < text.index(invite)
