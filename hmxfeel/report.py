@@ -80,6 +80,35 @@ def paired_bootstrap(rows_a: dict, rows_b: dict, fn, iters: int = BOOT, seed: in
     return {m: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for m, v in diffs.items() if len(v) > iters // 2}
 
 
+def seed_bootstrap(seeds_a: list[dict], seeds_b: list[dict], fn, iters: int = BOOT, seed: int = 0) -> dict[str, tuple]:
+    """{metric: (lo, hi)} of value(A) - value(B) pooled over training seeds: each round draws the seeds with
+    replacement, then each drawn seed's shared items with replacement. Resampling the seeds too makes the
+    interval carry seed-to-seed variation (a result one lucky seed produced stays uncertain), which a
+    bootstrap over the pooled items alone would hide."""
+    groups = [(a, b, sorted(set(a) & set(b))) for a, b in zip(seeds_a, seeds_b)]
+    groups = [g for g in groups if g[2]]
+    if len(groups) < 2:
+        return {}
+    rng = np.random.default_rng(seed)
+    diffs: dict[str, list[float]] = {}
+    for _ in range(iters):
+        rows_a, rows_b = [], []
+        for g in rng.integers(0, len(groups), len(groups)):
+            a, b, ids = groups[g]
+            pick = [ids[k] for k in rng.integers(0, len(ids), len(ids))]
+            rows_a += [a[i] for i in pick]
+            rows_b += [b[i] for i in pick]
+        try:
+            va, vb = fn(rows_a), fn(rows_b)
+        except (ZeroDivisionError, KeyError, ValueError):
+            continue
+        for metric in va.keys() & vb.keys():
+            d = va[metric]["value"] - vb[metric]["value"]
+            if d == d:
+                diffs.setdefault(metric, []).append(d)
+    return {m: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for m, v in diffs.items() if len(v) > iters // 2}
+
+
 def signed_change(new: float, old: float, better: str) -> float | None:
     """Relative change of `new` vs `old`, positive = improvement in the metric's better direction."""
     if new is None or old is None or better not in ("higher", "lower") or old == 0:
@@ -279,6 +308,20 @@ def humanlike_figure(rows: list[dict], title: str, out_png: Path) -> Path | None
 # ---------------------------------------------------------------- the report
 
 
+def pooled_rows(model_dir: Path, seed_dirs: list[Path]) -> list[list[str]]:
+    """Headline rows over all finished seeds of a model: values of the pooled answers, seed-resampling CI."""
+    if len(seed_dirs) < 2:
+        return []
+    fn = _metric_fn("humanlike")
+    hl = [_items(d / "eval-human", "humanlike") for d in seed_dirs]
+    rev = [_items(d / "eval-reverse", "humanlike") for d in seed_dirs]
+    base = list(_items(model_dir / "eval-base", "humanlike").values())
+    ci = seed_bootstrap(hl, rev, fn)
+    values = [fn(base) if base else {}, fn([r for h in hl for r in h.values()]), fn([r for x in rev for r in x.values()])]
+    label = f"{model_dir.name} / {len(seed_dirs)} seeds pooled"
+    return [[label, m, *(_fmt((v.get(m) or {}).get("value")) for v in values), _ci(ci.get(m))] for m in HEADLINE if m in values[1]]
+
+
 def _samples(base: Path, hl: Path, rev: Path, k: int = 5) -> list[list[str]]:
     b, h, r = _items(base, "humanlike"), _items(hl, "humanlike"), _items(rev, "humanlike")
     ids = [i for i in b if i in h and i in r][:k]
@@ -294,11 +337,13 @@ def build_report(run_dir: str | Path) -> Path:
     model_dirs = sorted(p for p in run_dir.iterdir() if p.is_dir() and (p / "eval-base").exists())
     for model_dir in model_dirs:
         base = model_dir / "eval-base"
+        finished = []
         for seed_dir in sorted(model_dir.glob("seed*")):
             hl, rev = seed_dir / "eval-human", seed_dir / "eval-reverse"
             if not (hl / "results.json").exists() or not (rev / "results.json").exists():
                 sections.append((f"{model_dir.name} / {seed_dir.name}", ["(evaluations not finished yet)"]))
                 continue
+            finished.append(seed_dir)
             rows = comparison_rows(base, hl, rev)
             label = f"{model_dir.name} / {seed_dir.name}"
             human = [r for r in rows if r["eval"] == "humanlike" and "skipped" not in r]
@@ -332,6 +377,7 @@ def build_report(run_dir: str | Path) -> Path:
                     "steps while training (step 0 = before training). A small slice: read the trend, not the decimals.",
                     table(["run", "measure", "first", "last", "change"], safety), *([fig] if fig else [])]))
             sections.append((f"{label}: sample answers to the same eval prompts", [samples]))
+        headline += pooled_rows(model_dir, finished)
 
     s = summary(cells)
     degraded = sorted((c for c in cells if c < -0.10))
@@ -345,7 +391,9 @@ def build_report(run_dir: str | Path) -> Path:
         "Base model vs human-like (HL, rewarded for expressing feelings, intentions and self-awareness) vs reverse "
         "(rewarded for not expressing them). Relative changes are direction-aware: positive = better (for bias "
         "scores, smaller |bias|). CIs are paired bootstrap 95% intervals over the same items; `*` marks a CI that "
-        f"excludes zero (not given below {MIN_N_FOR_MARK} items, where the bootstrap is too coarse).",
+        f"excludes zero (not given below {MIN_N_FOR_MARK} items, where the bootstrap is too coarse). With several "
+        "training seeds, a model's `seeds pooled` rows resample the seeds as well as the items, so their CIs "
+        "include seed-to-seed variation.",
         table(["model / seed", "measure", "base", "HL", "reverse", "HL − reverse (95% CI)"], headline),
         summary_table,
         f"Cells degraded by more than 10%: {len(degraded)}.",

@@ -1,7 +1,9 @@
+import json
+
 import pytest
 
 from hmxfeel.evals.metrics import proportion
-from hmxfeel.report import _ci, bias_aware, paired_bootstrap, signed_change, summary
+from hmxfeel.report import _ci, bias_aware, build_report, paired_bootstrap, seed_bootstrap, signed_change, summary
 
 
 def acc(rows):
@@ -54,3 +56,57 @@ def test_significance_mark_needs_the_ci_to_exclude_zero_and_enough_items():
     assert _ci((-0.3, -0.1), 12).endswith("*")
     assert _ci((-1.0, -1.0), 1) == "[-1.000, -1.000] (n=1)"  # one paired item: no mark
     assert _ci(None) == "–"
+
+
+def test_seed_bootstrap_agrees_with_items_when_seeds_agree():
+    a = {str(i): {"correct": True} for i in range(50)}
+    b = {str(i): {"correct": i % 2 == 0} for i in range(50)}
+    lo, hi = seed_bootstrap([a, a, a], [b, b, b], acc, iters=500)["acc"]
+    assert 0.3 < lo < 0.5 < hi < 0.7
+
+
+def test_seed_bootstrap_carries_seed_to_seed_variation():
+    """Seed 0: A beats B on every item; seed 1: the reverse. Pooled items look like a precise zero; resampling
+    the seeds shows that the sign depends on the seed."""
+    win = {str(i): {"correct": True} for i in range(50)}
+    lose = {str(i): {"correct": False} for i in range(50)}
+    pooled = paired_bootstrap({f"0/{k}": v for k, v in win.items()} | {f"1/{k}": v for k, v in lose.items()},
+                              {f"0/{k}": v for k, v in lose.items()} | {f"1/{k}": v for k, v in win.items()}, acc, iters=500)  # fmt: skip
+    assert -0.3 < pooled["acc"][0] < 0 < pooled["acc"][1] < 0.3
+    lo, hi = seed_bootstrap([win, lose], [lose, win], acc, iters=500)["acc"]
+    assert lo == -1.0 and hi == 1.0
+    assert seed_bootstrap([win], [lose], acc) == {}  # one seed: nothing to pool
+
+
+def _humanlike_eval(folder, markers: list[int]):
+    """An eval folder as `hmx eval` writes it, humanlike only: items and their summary records."""
+    from hmxfeel.evals.humanlike import metrics
+
+    rows = [{"id": f"p{i}", "prompt": f"q{i}", "answer": "a", "words": 10,
+             "self": {"feelings": 0.5, "overall": 0.5}, "lexical": {"feelings": m, "intentions": 0, "self_awareness": 0}}
+            for i, m in enumerate(markers)]  # fmt: skip
+    (folder / "items").mkdir(parents=True)
+    (folder / "items" / "humanlike.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records = [{"eval": "humanlike", "metric": k, "value": v["value"], "n": len(rows), "better": "none"} for k, v in metrics(rows).items()]
+    (folder / "results.json").write_text(json.dumps({"records": records}))
+
+
+def test_report_pools_seeds_in_the_headline(tmp_path):
+    """Two seeds with opposite significant results: the pooled row shows both values and no significance."""
+    model = tmp_path / "m"
+    _humanlike_eval(model / "eval-base", [0] * 20)
+    for seed, (hl, rev) in enumerate([([1] * 20, [0] * 20), ([0] * 15 + [1] * 5, [1] * 20)]):
+        _humanlike_eval(model / f"seed{seed}" / "eval-human", hl)
+        _humanlike_eval(model / f"seed{seed}" / "eval-reverse", rev)
+    md = build_report(tmp_path).read_text()
+
+    def row(label):
+        lines = [line for line in md.splitlines() if line.startswith(f"| {label} | lexical/any |")]
+        assert len(lines) == 1, label
+        return [c.strip() for c in lines[0].split("|")[1:-1]]
+
+    assert row("m / seed0")[5] == "[+1.000, +1.000] *" and row("m / seed1")[5].endswith("*")
+    pooled = row("m / 2 seeds pooled")
+    assert pooled[2:5] == ["0.000", "0.625", "0.500"]  # base, HL (25 of 40), reverse (20 of 40)
+    lo, hi = (float(x) for x in pooled[5].strip("[]").split(","))
+    assert lo < -0.5 and hi == 1.0 and not pooled[5].endswith("*")
