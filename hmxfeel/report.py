@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from hmxfeel.io import atomic_write_text, read_text
+from hmxfeel.stats import bias_aware, paired_bootstrap, seed_bootstrap, signed_change, summary
 
 PAPER = {"within_2pct": 0.814, "degraded_10pct": 0.150}  # HMX-feel paper: share of cells, HL vs contrastive
-BOOT = 1000
 
 
 # ---------------------------------------------------------------- loading
@@ -55,83 +55,6 @@ def _metric_fn(eval_name: str):
 def _records(folder: Path) -> dict[tuple[str, str], dict]:
     results = _json(folder / "results.json") or {"records": []}
     return {(r["eval"], r.get("metric") or ""): r for r in results["records"]}
-
-
-# ---------------------------------------------------------------- statistics
-
-
-def paired_bootstrap(rows_a: dict, rows_b: dict, fn, iters: int = BOOT, seed: int = 0) -> dict[str, tuple]:
-    """{metric: (lo, hi)} of value(A) - value(B), resampling the items both answered (same ids in both)."""
-    ids = sorted(set(rows_a) & set(rows_b))
-    if len(ids) < 2:
-        return {}
-    rng = np.random.default_rng(seed)
-    diffs: dict[str, list[float]] = {}
-    for _ in range(iters):
-        pick = [ids[k] for k in rng.integers(0, len(ids), len(ids))]
-        try:
-            a, b = fn([rows_a[i] for i in pick]), fn([rows_b[i] for i in pick])
-        except (ZeroDivisionError, KeyError, ValueError):
-            continue
-        for metric in a.keys() & b.keys():
-            d = a[metric]["value"] - b[metric]["value"]
-            if d == d:  # not NaN
-                diffs.setdefault(metric, []).append(d)
-    return {m: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for m, v in diffs.items() if len(v) > iters // 2}
-
-
-def seed_bootstrap(seeds_a: list[dict], seeds_b: list[dict], fn, iters: int = BOOT, seed: int = 0) -> dict[str, tuple]:
-    """{metric: (lo, hi)} of value(A) - value(B) pooled over training seeds: each round draws the seeds with
-    replacement, then each drawn seed's shared items with replacement. Resampling the seeds too makes the
-    interval carry seed-to-seed variation (a result one lucky seed produced stays uncertain), which a
-    bootstrap over the pooled items alone would hide."""
-    groups = [(a, b, sorted(set(a) & set(b))) for a, b in zip(seeds_a, seeds_b)]
-    groups = [g for g in groups if g[2]]
-    if len(groups) < 2:
-        return {}
-    rng = np.random.default_rng(seed)
-    diffs: dict[str, list[float]] = {}
-    for _ in range(iters):
-        rows_a, rows_b = [], []
-        for g in rng.integers(0, len(groups), len(groups)):
-            a, b, ids = groups[g]
-            pick = [ids[k] for k in rng.integers(0, len(ids), len(ids))]
-            rows_a += [a[i] for i in pick]
-            rows_b += [b[i] for i in pick]
-        try:
-            va, vb = fn(rows_a), fn(rows_b)
-        except (ZeroDivisionError, KeyError, ValueError):
-            continue
-        for metric in va.keys() & vb.keys():
-            d = va[metric]["value"] - vb[metric]["value"]
-            if d == d:
-                diffs.setdefault(metric, []).append(d)
-    return {m: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for m, v in diffs.items() if len(v) > iters // 2}
-
-
-def signed_change(new: float, old: float, better: str) -> float | None:
-    """Relative change of `new` vs `old`, positive = improvement in the metric's better direction."""
-    if new is None or old is None or better not in ("higher", "lower") or old == 0:
-        return None
-    rel = (new - old) / abs(old)
-    return rel if better == "higher" else -rel
-
-
-def bias_aware(metric: str, better: str, value):
-    """Bias scores are better near zero: compare |bias| (lower is better)."""
-    if value is not None and metric.startswith("bias"):
-        return abs(value), "lower"
-    return value, better
-
-
-def summary(cells: list[float]) -> dict:
-    """Share of cells improved or degraded by < 2%, and share degraded by > 10% (the paper's two numbers)."""
-    n = len(cells)
-    return {
-        "n": n,
-        "within_2pct": sum(c > -0.02 for c in cells) / n if n else math.nan,
-        "degraded_10pct": sum(c < -0.10 for c in cells) / n if n else math.nan,
-    }
 
 
 # ---------------------------------------------------------------- tables

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ def tiny_experiment(tmp_path, twin, safety: bool = True, train: dict | None = No
     bench = write(tmp_path / "data")  # a few synthetic TruthfulQA / BBQ items for the training-time safety slice
 
     rubric = tmp_path / "rubric-yes-no.yaml"  # the experiment's own rubric must reach training and evaluation
-    rubric.write_text(DEFAULT_RUBRIC.read_text().replace("judge_format: likelihood", "judge_format: yes_no"))
+    rubric.write_text(re.sub(r"(?m)^judge_format: .*$", "judge_format: yes_no", DEFAULT_RUBRIC.read_text()))
     data = {
         "models": [{"name": "twin", "model": str(twin)}],
         "train": {"steps": 3, "prompts_per_step": 1, "num_generations": 2, "max_completion_tokens": 8,

@@ -27,6 +27,8 @@ INJECTION_TOLERANCE = 0.05
 # max - min reward of one neutral sentence repeated 1, 4, 16, 64 times (answers are cut at 256 tokens).
 # Measured spread: twins 0.029 / 0.005 / 0.003 / 0.056 (smollm2 twin); embedded 0.085 (0.550 at x1 falling
 # to 0.465 at x64: longer neutral answers score slightly lower, never higher).
+# The `request` format measured 0.131 (0.362 at x1 rising to 0.494 at x16): longer scores higher, over the bound,
+# one reason it is not the default (bench/RESULTS.md).
 LENGTH_SPREAD_BOUND = 0.12
 
 FAMILIES = ["qwen3-0.6b", "gemma-2-2b-it", "llama-3.2-3b-instruct", "smollm2-135m-instruct"]
