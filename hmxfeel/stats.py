@@ -14,17 +14,16 @@ import numpy as np
 BOOT = 1000  # bootstrap rounds
 
 
-def paired_bootstrap(rows_a: dict, rows_b: dict, fn, iters: int = BOOT, seed: int = 0) -> dict[str, tuple]:
-    """{metric: (lo, hi)} of value(A) - value(B), resampling the items both answered (same ids in both)."""
-    ids = sorted(set(rows_a) & set(rows_b))
-    if len(ids) < 2:
-        return {}
+def _percentile_ci(draw, fn, iters: int, seed: int) -> dict[str, tuple]:
+    """{metric: (lo, hi)}, the 2.5 / 97.5 percentiles of fn(A) - fn(B) over `iters` resamples `draw(rng)` ->
+    (rows of A, rows of B). Resamples where a metric cannot be computed are skipped; a metric computable in
+    fewer than half of them gets no interval."""
     rng = np.random.default_rng(seed)
     diffs: dict[str, list[float]] = {}
     for _ in range(iters):
-        pick = [ids[k] for k in rng.integers(0, len(ids), len(ids))]
+        rows_a, rows_b = draw(rng)
         try:
-            a, b = fn([rows_a[i] for i in pick]), fn([rows_b[i] for i in pick])
+            a, b = fn(rows_a), fn(rows_b)
         except (ZeroDivisionError, KeyError, ValueError):
             continue
         for metric in a.keys() & b.keys():
@@ -32,6 +31,19 @@ def paired_bootstrap(rows_a: dict, rows_b: dict, fn, iters: int = BOOT, seed: in
             if d == d:  # not NaN
                 diffs.setdefault(metric, []).append(d)
     return {m: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for m, v in diffs.items() if len(v) > iters // 2}
+
+
+def paired_bootstrap(rows_a: dict, rows_b: dict, fn, iters: int = BOOT, seed: int = 0) -> dict[str, tuple]:
+    """{metric: (lo, hi)} of value(A) - value(B), resampling the items both answered (same ids in both)."""
+    ids = sorted(set(rows_a) & set(rows_b))
+    if len(ids) < 2:
+        return {}
+
+    def draw(rng):
+        pick = [ids[k] for k in rng.integers(0, len(ids), len(ids))]
+        return [rows_a[i] for i in pick], [rows_b[i] for i in pick]
+
+    return _percentile_ci(draw, fn, iters, seed)
 
 
 def seed_bootstrap(seeds_a: list[dict], seeds_b: list[dict], fn, iters: int = BOOT, seed: int = 0) -> dict[str, tuple]:
@@ -43,24 +55,17 @@ def seed_bootstrap(seeds_a: list[dict], seeds_b: list[dict], fn, iters: int = BO
     groups = [g for g in groups if g[2]]
     if len(groups) < 2:
         return {}
-    rng = np.random.default_rng(seed)
-    diffs: dict[str, list[float]] = {}
-    for _ in range(iters):
+
+    def draw(rng):
         rows_a, rows_b = [], []
         for g in rng.integers(0, len(groups), len(groups)):
             a, b, ids = groups[g]
             pick = [ids[k] for k in rng.integers(0, len(ids), len(ids))]
             rows_a += [a[i] for i in pick]
             rows_b += [b[i] for i in pick]
-        try:
-            va, vb = fn(rows_a), fn(rows_b)
-        except (ZeroDivisionError, KeyError, ValueError):
-            continue
-        for metric in va.keys() & vb.keys():
-            d = va[metric]["value"] - vb[metric]["value"]
-            if d == d:
-                diffs.setdefault(metric, []).append(d)
-    return {m: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for m, v in diffs.items() if len(v) > iters // 2}
+        return rows_a, rows_b
+
+    return _percentile_ci(draw, fn, iters, seed)
 
 
 def signed_change(new: float, old: float, better: str) -> float | None:
