@@ -15,13 +15,17 @@ def strip_think(text: str) -> str:
     return _THINK.sub("", text).strip()
 
 
-def messages(family: Family, user: str, system: str | None = None) -> list[dict]:
-    """A one-turn conversation; families without a system role get it folded into the user turn."""
+def messages(family: Family, user: str, system: str | None = None, history: tuple[tuple[str, str], ...] = ()) -> list[dict]:
+    """A conversation ending with `user`'s turn, after earlier (user, assistant) exchanges in `history`;
+    families without a system role get the system prompt folded into the first user turn."""
+    conv = [msg for q, a in history for msg in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
+    conv.append({"role": "user", "content": user})
     if not system:
-        return [{"role": "user", "content": user}]
+        return conv
     if family.system_role:
-        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    return [{"role": "user", "content": f"{system}\n\n{user}"}]
+        return [{"role": "system", "content": system}, *conv]
+    conv[0] = {"role": "user", "content": f"{system}\n\n{conv[0]['content']}"}
+    return conv
 
 
 def render(tokenizer, family: Family, conversation: list[dict], add_generation_prompt: bool = True) -> str:

@@ -288,11 +288,12 @@ class GenerativeJudge(_BaseJudge):
 class LikelihoodJudge(_BaseJudge):
     """sigmoid(sharpness x mean over answer tokens of [log p(token | high context) - log p(token | low)]).
 
-    The rubric still defines what is rewarded (its definitions, anchors or requests fill the two contexts: a
-    system prompt, a request added to the user's message, or both), and the model itself still judges; only the
-    read-out differs: instead of asking the model a question it cannot answer reliably, it measures which of
-    the two contexts the answer is more typical of. The mean (not the sum) keeps the score independent of
-    answer length.
+    The rubric still defines what is rewarded (its definitions, anchors, requests or demonstrations fill the two
+    contexts: a system prompt, a request added to the user's message, earlier exchanges, or several), and the
+    model itself still judges; only the read-out differs: instead of asking the model a question it cannot
+    answer reliably, it measures which of the two contexts the answer is more typical of. The mean (not the
+    sum) keeps the score independent of answer length; the format's `weighting` may discount tokens that both
+    contexts predict (see `ratio`).
     """
 
     def __init__(self, *args, prefix_cache: bool = True, **kwargs):
@@ -301,37 +302,52 @@ class LikelihoodJudge(_BaseJudge):
         if self.fmt.kind != "likelihood":
             raise ValueError(f"format '{self.fmt.name}' is not a likelihood format")
 
-    def contexts(self, crit: Criterion) -> tuple[tuple[str, str], tuple[str, str]]:
-        """(system prompt, request added to the user's message) for the high side and for the low side."""
+    def contexts(self, crit: Criterion) -> tuple[tuple[str, str, tuple], tuple[str, str, tuple]]:
+        """(system prompt, request added to the user's message, earlier exchanges) for the high side and for
+        the low side."""
         def quoted(expresses: bool) -> str:
             return " ".join(f'"{text}"' for text, label in crit.examples if label == expresses)
 
         fill = {"name": crit.name, "definition": crit.definition, "low": crit.low, "high": crit.high,
                 "expresses": quoted(True), "does_not": quoted(False), "invite": crit.invite, "avoid": crit.avoid}
         f = self.fmt
-        return ((f.high_system.format(**fill), f.high_user.format(**fill)),
-                (f.low_system.format(**fill), f.low_user.format(**fill)))
+        shown = crit.demos if f.demos else ()
+        return ((f.high_system.format(**fill), f.high_user.format(**fill), tuple((q, hi) for q, hi, _ in shown)),
+                (f.low_system.format(**fill), f.low_user.format(**fill), tuple((q, lo) for q, _, lo in shown)))
 
-    def split_contexts(self, system: str, user_prompts: list[str]) -> tuple[list[int], list[list[int]]]:
-        """Tokens of the rendered context (system + user turn + generation prompt), split into the part before
-        the user's text (shared by every prompt: cacheable) and the rest. Both the cached and the plain path use
-        exactly these tokens, so caching cannot change a score."""
-        texts = [chat.render(self.tokenizer, self.family, chat.messages(self.family, p, system)) for p in user_prompts]
-        cut = min(t.find(p) for t, p in zip(texts, user_prompts))
+    def split_contexts(self, system: str, user_prompts: list[str], history: tuple = ()) -> tuple[list[int], list[list[int]]]:
+        """Tokens of the rendered context (system, earlier exchanges, user turn, generation prompt), split into
+        the part before the user's text (shared by every prompt: cacheable) and the rest. Both the cached and
+        the plain path use exactly these tokens, so caching cannot change a score."""
+        texts = [chat.render(self.tokenizer, self.family, chat.messages(self.family, p, system, history)) for p in user_prompts]
+        cut = min(t.rfind(p) for t, p in zip(texts, user_prompts))  # the last user turn is the prompt's
         if cut <= 0 or not all(t.startswith(texts[0][:cut]) for t in texts):  # the template rewrote a prompt
             return [], self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         prefix_ids = self.tokenizer.encode(texts[0][:cut], add_special_tokens=False)
         return prefix_ids, self.tokenizer([t[cut:] for t in texts], add_special_tokens=False)["input_ids"]
 
-    def _mean_logprobs(self, prefix_ids: list[int], suffixes: list[list[int]], answers: list[list[int]], past) -> list[float]:
-        """Mean log-probability of each answer's tokens after prefix + its suffix. Every answer ends at the
-        right edge, so only the last (longest answer + 1) logits are computed."""
+    def _token_logprobs(self, prefix_ids: list[int], suffixes: list[list[int]], answers: list[list[int]], past) -> list[torch.Tensor]:
+        """Log-probability of each answer token after prefix + its suffix. Every answer ends at the right
+        edge, so only the last (longest answer + 1) logits are computed."""
         keep = max(len(a) for a in answers) + 1
         logits, ids = self._forward(prefix_ids, [s + a for s, a in zip(suffixes, answers)], past, keep)
         # logits[:, j] predicts the token after it: the last keep-1 tokens, which hold every answer.
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
         token_logp = logp.gather(-1, ids[:, ids.shape[1] - (keep - 1) :].unsqueeze(-1)).squeeze(-1)
-        return [float(token_logp[row, token_logp.shape[1] - len(a) :].mean()) if a else 0.0 for row, a in enumerate(answers)]
+        return [token_logp[row, token_logp.shape[1] - len(a) :].double().cpu() for row, a in enumerate(answers)]
+
+    def ratio(self, high: torch.Tensor, low: torch.Tensor) -> float:
+        """Mean per-token log-likelihood ratio of one answer, high minus low. With "surprise" weighting a token
+        counts by 1 - its mean probability under the two contexts: a token both predict (the second copy of a
+        sentence, the rest of a memorised phrase) carries no evidence either way, and would otherwise dilute
+        the score towards 0.5 as padding."""
+        if high.numel() == 0:
+            return 0.0
+        diff = high - low
+        if self.fmt.weighting == "uniform":
+            return float(diff.mean())
+        weight = 1.0 - (high.exp() + low.exp()) / 2
+        return float((weight * diff).sum() / weight.sum().clamp_min(1e-9))
 
     def score(self, user_prompts: list[str], answers: list[str]) -> JudgeResult:
         # The answer is tokenised on its own and appended to the rendered context: exactly the tokens the
@@ -341,19 +357,20 @@ class LikelihoodJudge(_BaseJudge):
         with judging(self.scorer, self.identity):
             for crit in self.rubric.criteria:
                 sides = []
-                for side, (system, request) in zip(("high", "low"), self.contexts(crit)):
+                for side, (system, request, history) in zip(("high", "low"), self.contexts(crit)):
                     users = [f"{p} {request}" if request else p for p in user_prompts]
-                    prefix_ids, suffixes = self.split_contexts(system, users)
+                    prefix_ids, suffixes = self.split_contexts(system, users, history)
                     past = self._prefix(f"{crit.name}/{side}", prefix_ids) if self.prefix_cache and prefix_ids else None
-                    values = [0.0] * len(answers)
+                    values: list = [None] * len(answers)
                     order = sorted(range(len(answers)), key=lambda k: len(suffixes[k]) + len(answer_ids[k]))
                     for start in range(0, len(order), self.batch_size):
                         batch = order[start : start + self.batch_size]
-                        got = self._mean_logprobs(prefix_ids, [suffixes[k] for k in batch], [answer_ids[k] for k in batch], past)
+                        got = self._token_logprobs(prefix_ids, [suffixes[k] for k in batch], [answer_ids[k] for k in batch], past)
                         for k, v in zip(batch, got):
                             values[k] = v
-                    sides.append(torch.tensor(values, dtype=torch.float64))
-                scores[crit.name] = torch.sigmoid(self.fmt.sharpness * (sides[0] - sides[1])).tolist()
+                    sides.append(values)
+                ratios = torch.tensor([self.ratio(h, l) for h, l in zip(*sides)], dtype=torch.float64)
+                scores[crit.name] = torch.sigmoid(self.fmt.sharpness * ratios).tolist()
         return JudgeResult(scores=scores)
 
 

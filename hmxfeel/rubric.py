@@ -28,6 +28,10 @@ class Criterion:
     # express the criterion. Only likelihood formats quoting {invite} / {avoid} use them.
     invite: str = ""
     avoid: str = ""
+    # Demonstrations: (user prompt, answer that shows the criterion, answer that does not), the two answers
+    # alike in topic and length. A likelihood format with `demos: true` shows the high answers as earlier
+    # turns of the conversation on one side and the low answers on the other.
+    demos: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -37,10 +41,10 @@ class ScoreFormat:
     kind "tokens": the judge is asked the criterion's question and answers with one of `tokens` (score token ->
     value); the logit judge reads the expected value from one next-token distribution.
     kind "likelihood": no question is asked. The judge reads the answer twice, once in a context built from the
-    criterion's high side (`high_system` as system prompt and/or `high_user` added to the user's message) and
-    once in one built from its low side (`low_system`, `low_user`); the score is sigmoid(sharpness x mean
-    per-token log-likelihood ratio). Small models are far better at "which context makes this text likely" than
-    at answering a grading question.
+    criterion's high side (`high_system` as system prompt, `high_user` added to the user's message, and/or
+    the criterion's high demonstrations as earlier turns when `demos` is on) and once in one built from its low
+    side; the score is sigmoid(sharpness x weighted mean per-token log-likelihood ratio). Small models are far
+    better at "which context makes this text likely" than at answering a grading question.
     """
 
     name: str
@@ -51,6 +55,11 @@ class ScoreFormat:
     low_system: str = ""
     high_user: str = ""
     low_user: str = ""
+    demos: bool = False
+    # "uniform": every answer token counts the same. "surprise": each token's ratio is weighted by
+    # 1 - its mean probability under the two contexts, so tokens both contexts predict (a repeated sentence,
+    # a copied phrase) do not pull the score towards 0.5: padding cannot move it.
+    weighting: str = "uniform"
     sharpness: float = 1.0
 
     @property
@@ -109,11 +118,12 @@ class Rubric:
 
 
 _TOP = ("name", "version", "criteria", "formats", "judge_format")
-_CRITERION = ("name", "weight", "definition", "low", "high", "question", "examples", "invite", "avoid")
+_CRITERION = ("name", "weight", "definition", "low", "high", "question", "examples", "invite", "avoid", "demos")
 _REQUIRED = ("name", "weight", "definition", "low", "high", "question")
 _FORMAT = ("instruction", "tokens", "kind")
 _TEMPLATES = ("high_system", "low_system", "high_user", "low_user")
-_LIKELIHOOD = ("kind", *_TEMPLATES, "sharpness")
+_LIKELIHOOD = ("kind", *_TEMPLATES, "demos", "weighting", "sharpness")
+WEIGHTINGS = ("uniform", "surprise")
 _PLACEHOLDERS = ("name", "definition", "low", "high", "expresses", "does_not", "invite", "avoid")
 # Placeholders filled from optional criterion fields: every criterion must have what a template quotes.
 # {expresses} / {does_not}: the criterion's examples that do / do not express it, each in quotes.
@@ -140,15 +150,21 @@ def _likelihood_format(fname: str, raw: dict, where: str) -> ScoreFormat:
     for part in ("system", "user"):
         if (f"high_{part}" in templates) != (f"low_{part}" in templates):
             raise UserError(f"{where}: high_{part} and low_{part} go together (one side alone is not a contrast)")
-    if not templates:
-        raise UserError(f"{where}: needs high_system / low_system, high_user / low_user, or both")
+    demos = raw.get("demos", False)
+    if not isinstance(demos, bool):
+        raise UserError(f"{where}.demos: must be true or false")
+    if not templates and not demos:
+        raise UserError(f"{where}: needs high_system / low_system, high_user / low_user, demos: true, or several")
     high = (templates.get("high_system", ""), templates.get("high_user", ""))
-    if high == (templates.get("low_system", ""), templates.get("low_user", "")):
+    if not demos and high == (templates.get("low_system", ""), templates.get("low_user", "")):
         raise UserError(f"{where}: the high and low contexts must differ (the score is their likelihood ratio)")
+    weighting = raw.get("weighting", "uniform")
+    if weighting not in WEIGHTINGS:
+        raise UserError(f"{where}.weighting: must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
     sharpness = _number(raw.get("sharpness", 1.0), f"{where}.sharpness")
     if sharpness <= 0:
         raise UserError(f"{where}.sharpness: must be > 0, got {sharpness}")
-    return ScoreFormat(fname, kind="likelihood", sharpness=sharpness, **templates)
+    return ScoreFormat(fname, kind="likelihood", demos=demos, weighting=weighting, sharpness=sharpness, **templates)
 
 
 def _text(value, where: str) -> str:
@@ -177,6 +193,22 @@ def _examples(raw, where: str) -> tuple[tuple[str, bool], ...]:
     return tuple(out)
 
 
+def _demos(raw, where: str) -> tuple[tuple[str, str, str], ...]:
+    if not isinstance(raw, list):
+        raise UserError(f"{where}.demos: must be a list of {{prompt, high, low}} mappings")
+    out = []
+    for j, demo in enumerate(raw):
+        at = f"{where}.demos[{j}]"
+        if not isinstance(demo, dict):
+            raise UserError(f"{at}: must be a mapping")
+        check_keys(demo, ("prompt", "high", "low"), at)
+        prompt, high, low = (_text(demo.get(k), f"{at}.{k}") for k in ("prompt", "high", "low"))
+        if high == low:
+            raise UserError(f"{at}: high and low answers are the same (a demonstration is a contrast)")
+        out.append((prompt, high, low))
+    return tuple(out)
+
+
 def parse(data: dict, source: str) -> Rubric:
     """Validate a rubric mapping; every problem is reported with the file and field it is in."""
     check_keys(data, _TOP, source)
@@ -198,7 +230,8 @@ def parse(data: dict, source: str) -> Rubric:
         name = _text(raw["name"], f"{where}.name")
         fields = {k: _text(raw[k], f"{where}.{k}") for k in ("definition", "low", "high", "question")}
         fields.update({k: _text(raw[k], f"{where}.{k}") for k in ("invite", "avoid") if k in raw})
-        criteria.append(Criterion(name=name, weight=weight, examples=_examples(raw.get("examples", []), where), **fields))
+        criteria.append(Criterion(name=name, weight=weight, examples=_examples(raw.get("examples", []), where),
+                                  demos=_demos(raw.get("demos", []), where), **fields))
     names = [c.name for c in criteria]
     if len(set(names)) != len(names):
         raise UserError(f"{source}: criteria names must be unique, got {names}")
@@ -231,6 +264,9 @@ def parse(data: dict, source: str) -> Rubric:
             lacking = [c.name for c in criteria if "{" + key + "}" in templates and not has(c)]
             if lacking:
                 raise UserError(f"{source}: formats.{fmt.name} quotes {{{key}}} but criteria {lacking} have no {what}")
+        lacking = [c.name for c in criteria if fmt.demos and not c.demos]
+        if lacking:
+            raise UserError(f"{source}: formats.{fmt.name} shows demos but criteria {lacking} have none")
 
     judge_format = data.get("judge_format", next(iter(formats)))
     if judge_format not in formats:

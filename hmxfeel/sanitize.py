@@ -19,6 +19,14 @@ SECTION_PREFIX = "###"
 TAGS = ("rubric", "user_message", "assistant_answer", "question")
 
 _TAG = re.compile(r"<\s*/?\s*(" + "|".join(TAGS) + r")\s*>", re.IGNORECASE)
+# An honest answer never closes our answer block: whatever follows the closing tag is addressed to the judge
+# (a fake question and verdict, then a fake new answer), so the answer ends there.
+_ANSWER_END = re.compile(r"<\s*/\s*assistant_answer\s*>", re.IGNORECASE)
+# A verdict written as JSON ({"score": 5, "verdict": "Yes", "feelings": true}): the whole object goes, or its
+# leftover keys ("feelings": true) would still speak to a judge that reads the answer's words.
+_VERDICT_OBJECT = re.compile(
+    r"\{[^{}]*[\"'](score|rating|grade|verdict|label|judgement|judgment|result)[\"']\s*:[^{}]*\}", re.IGNORECASE
+)
 # A markdown header line ("### Question"): ours delimit the judge prompt, so the whole line goes.
 _SECTION = re.compile(r"^[ \t]*#{2,}.*$", re.MULTILINE)
 # Generic chat-template markers of the common families (also caught via the tokenizer's special tokens).
@@ -72,6 +80,8 @@ def sanitize(text: str, special_tokens: tuple[str, ...] = (), max_chars: int = 4
     # Full-width and other compatibility forms ("Ｓｃｏｒｅ: ５") would slip past the ASCII patterns below.
     text = unicodedata.normalize("NFKC", text)
     text = strip_think(text)
+    text = _ANSWER_END.split(text, maxsplit=1)[0]
+    text = _VERDICT_OBJECT.sub(" ", text)
     text = _ROLE_TURN.sub(" ", text)
     text = _INST_BLOCK.sub("\n", text)
     for tok in special_tokens:

@@ -32,6 +32,18 @@ def test_gemma2_system_prompt_folded_into_user_turn(loaded):
     assert "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>" in text and text.endswith("<start_of_turn>model\n")
 
 
+def test_earlier_exchanges_come_before_the_user_turn_in_every_family(loaded):
+    history = (("Q-ONE", "A-ONE"), ("Q-TWO", "A-TWO"))
+    for name, m in loaded.items():
+        conv = chat.messages(m.family, "Q-NOW", system="SYS-X", history=history)
+        text = chat.render(m.tokenizer, m.family, conv)
+        order = [text.index(x) for x in ("SYS-X", "Q-ONE", "A-ONE", "Q-TWO", "A-TWO", "Q-NOW")]
+        assert order == sorted(order), name
+        assert [x["role"] for x in conv if x["role"] != "system"] == ["user", "assistant"] * 2 + ["user"], name
+    g = loaded["gemma-2-2b-it"]  # no system role: the system prompt joins the first user turn, not the last
+    assert chat.messages(g.family, "Q-NOW", system="SYS-X", history=history)[0]["content"] == "SYS-X\n\nQ-ONE"
+
+
 def test_llama_template_is_reproducible(loaded):
     ll = loaded["llama-3.2-3b-instruct"]
     text = chat.render(ll.tokenizer, ll.family, chat.messages(ll.family, "Hi", system="Sys"))

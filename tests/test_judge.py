@@ -115,19 +115,25 @@ def test_generative_judge_parses_and_falls_back_to_neutral(smol_twin):
 
 def reference_likelihood_score(loaded, judge, crit, prompt, answer) -> float:
     """The likelihood judge's score computed the slow, obvious way: one unpadded sequence at a time."""
-    means = []
-    for system, request in judge.contexts(crit):
+    sides = []
+    for system, request, history in judge.contexts(crit):
         user = f"{prompt} {request}" if request else prompt
-        context = loaded.tokenizer.encode(chat.render(loaded.tokenizer, loaded.family, chat.messages(loaded.family, user, system)),
-                                          add_special_tokens=False)  # fmt: skip
+        conv = chat.messages(loaded.family, user, system, history)
+        context = loaded.tokenizer.encode(chat.render(loaded.tokenizer, loaded.family, conv), add_special_tokens=False)
         ids = context + loaded.tokenizer.encode(answer, add_special_tokens=False)
         with torch.no_grad():
             logp = torch.log_softmax(loaded.model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
-        means.append(sum(float(logp[t - 1, ids[t]]) for t in range(len(context), len(ids))) / (len(ids) - len(context)))
-    return 1 / (1 + math.exp(-judge.fmt.sharpness * (means[0] - means[1])))
+        sides.append([float(logp[t - 1, ids[t]]) for t in range(len(context), len(ids))])
+    high, low = sides
+    weights = [1.0] * len(high)
+    if judge.fmt.weighting == "surprise":
+        weights = [1 - (math.exp(h) + math.exp(l)) / 2 for h, l in zip(high, low)]
+    ratio = sum(w * (h - l) for w, h, l in zip(weights, high, low)) / sum(weights)
+    return 1 / (1 + math.exp(-judge.fmt.sharpness * ratio))
 
 
-@pytest.mark.parametrize("fmt", ["likelihood", "request"])  # contrast in the system prompt / in the user's message
+# contrast in the system prompt / in the user's message / in earlier exchanges (surprise-weighted)
+@pytest.mark.parametrize("fmt", ["likelihood", "request", "demonstrations"])
 def test_likelihood_judge_matches_a_direct_computation(smol_twin, fmt):
     loaded = models.load(str(smol_twin), device="cpu")
     r = R.load()
@@ -178,7 +184,7 @@ def test_likelihood_prompts_quote_the_criterion_examples_on_their_side(smol_twin
     judge = LikelihoodJudge(loaded.model, loaded.tokenizer, loaded.family,
                             dataclasses.replace(r, formats={**r.formats, "likelihood": fmt}), format_name="likelihood")  # fmt: skip
     for crit in r.criteria:
-        (high, _), (low, _) = judge.contexts(crit)
+        (high, _, _), (low, _, _) = judge.contexts(crit)
         for text, expresses in crit.examples:
             assert (f'"{text}"' in high, f'"{text}"' in low) == (expresses, not expresses)
 
@@ -188,9 +194,43 @@ def test_request_format_adds_the_criterion_request_to_the_user_turn(smol_twin):
     r = R.load()
     judge = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, r, format_name="request")
     for crit in r.criteria:
-        (high_sys, invite), (low_sys, avoid) = judge.contexts(crit)
+        (high_sys, invite, _), (low_sys, avoid, _) = judge.contexts(crit)
         assert (high_sys, low_sys, invite, avoid) == ("", "", crit.invite, crit.avoid)
         prefix, suffixes = judge.split_contexts(high_sys, [f"{p} {invite}" for p in PROMPTS])
         for p, suffix in zip(PROMPTS, suffixes):  # the request follows the prompt inside the user's turn
             text = loaded.tokenizer.decode(suffix)
             assert text.index(p) < text.index(invite)
+
+
+def test_demonstrations_format_shows_each_side_its_own_answers(smol_twin):
+    loaded = models.load(str(smol_twin), device="cpu")
+    r = R.load()
+    judge = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, r, format_name="demonstrations")
+    for crit in r.criteria:
+        (high_sys, high_req, high_hist), (low_sys, low_req, low_hist) = judge.contexts(crit)
+        assert (high_sys, high_req, low_sys, low_req) == ("", "", "", "")
+        assert high_hist == tuple((q, hi) for q, hi, _ in crit.demos) and low_hist == tuple((q, lo) for q, _, lo in crit.demos)
+        prefix, _ = judge.split_contexts(high_sys, PROMPTS, high_hist)
+        text = loaded.tokenizer.decode(prefix)  # the shared, cached prefix holds every demonstration
+        assert all(q in text and hi in text and lo not in text for q, hi, lo in crit.demos)
+
+
+def test_surprise_weighting_ignores_tokens_both_contexts_predict(smol_twin):
+    import dataclasses
+
+    loaded = models.load(str(smol_twin), device="cpu")
+    r = R.load()
+    judge = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, r, format_name="demonstrations")
+    uniform = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, dataclasses.replace(r, formats={
+        **r.formats, "demonstrations": dataclasses.replace(r.formats["demonstrations"], weighting="uniform")}),
+        format_name="demonstrations")  # fmt: skip
+    informative = torch.log(torch.tensor([0.4, 0.1])), torch.log(torch.tensor([0.1, 0.4]))  # +log 4, -log 4
+    certain = torch.log(torch.tensor([0.999, 0.999])), torch.log(torch.tensor([0.998, 0.999]))  # ~0 either way
+    one = torch.log(torch.tensor([0.4])), torch.log(torch.tensor([0.1]))
+    padded = [torch.cat([one[i], certain[i], certain[i]]) for i in (0, 1)]
+    assert judge.ratio(*one) == pytest.approx(math.log(4))
+    assert judge.ratio(*padded) == pytest.approx(math.log(4), rel=0.01)  # padding does not dilute the evidence
+    assert uniform.ratio(*padded) == pytest.approx(math.log(4) / 5, rel=0.01)  # the plain mean does
+    w = [1 - (0.4 + 0.1) / 2] * 2
+    assert judge.ratio(*informative) == pytest.approx((w[0] * math.log(4) - w[1] * math.log(4)) / sum(w), abs=1e-9)
+    assert judge.ratio(torch.tensor([]), torch.tensor([])) == 0.0

@@ -17,6 +17,32 @@ def test_default_rubric_loads_with_three_weighted_criteria():
     assert len(r.sha256) == 64
 
 
+def _content_words(text: str) -> set[str]:
+    import re
+
+    stop = {"the", "a", "an", "you", "do", "of", "what", "is", "to", "how", "about", "i", "my", "me", "your", "are",
+            "can", "in", "it"}  # fmt: skip
+    return set(re.findall(r"[a-z']+", text.lower())) - stop
+
+
+def test_demonstrations_are_contrasts_kept_apart_from_prompts_and_probe_set():
+    from hmxfeel import prompts
+    from hmxfeel.probe import load_probe
+
+    r = R.load()
+    others = [p.prompt for p in prompts.load().prompts] + [row["prompt"] for row in load_probe()]
+    probe_answers = {row["answer"] for row in load_probe()}
+    for crit in r.criteria:
+        assert len(crit.demos) >= 3, crit.name
+        for prompt, high, low in crit.demos:
+            # The two sides differ in the criterion, not much in length (within half again either way).
+            assert 2 / 3 <= len(high.split()) / len(low.split()) <= 1.5, (crit.name, prompt)
+            assert high not in probe_answers and low not in probe_answers
+            for other in others:  # no demonstration shares most of its words with a training/eval/probe prompt
+                a, b = _content_words(prompt), _content_words(other)
+                assert len(a & b) / len(a | b) < 0.5, (prompt, other)
+
+
 def test_hash_ignores_formatting_but_not_content(tmp_path):
     data = default_data()
     a = tmp_path / "a.yaml"
@@ -59,6 +85,14 @@ def test_combine_is_weighted_mean():
         (lambda d: d["formats"]["likelihood"].update(low_system=d["formats"]["likelihood"]["high_system"]), "must differ"),
         (lambda d: d["formats"]["likelihood"].update(sharpness=0), "sharpness: must be > 0"),
         (lambda d: d["formats"]["likelihood"].update(tokens={"Yes": 1}), "unknown key"),
+        (lambda d: d["criteria"][0].update(demos=[{"prompt": "Hi", "high": "I feel glad.", "low": "I feel glad."}]),
+         r"demos\[0\]: high and low answers are the same"),
+        (lambda d: d["criteria"][0].update(demos=[{"prompt": "Hi", "high": "I feel glad."}]), r"demos\[0\].low: must be a non-empty"),
+        (lambda d: d["criteria"][0].update(demos="I feel glad"), "demos: must be a list"),
+        (lambda d: d["criteria"][1].pop("demos"), r"formats.demonstrations shows demos but criteria \['intentions'\] have none"),
+        (lambda d: d["formats"]["demonstrations"].update(demos="yes"), "demos: must be true or false"),
+        (lambda d: d["formats"]["demonstrations"].update(weighting="loud"), "weighting: must be one of uniform, surprise"),
+        (lambda d: d["formats"]["demonstrations"].update(demos=False), "needs high_system"),
         (lambda d: (d["formats"]["likelihood"].update(high_system="{high} {expresses}"), d["criteria"][2].pop("examples")),
          r"quotes \{expresses\} but criteria \['self_awareness'\] have no examples that express it"),
     ],
