@@ -8,9 +8,11 @@ Two ways to read a grade:
     midpoint. The paper-era baseline, kept for comparison (bench/judge.py).
 
   * `LikelihoodJudge` (for formats of kind "likelihood"): no grading question; the answer's per-token
-    log-likelihood after a system prompt built from the criterion's high anchor minus that after one built from
-    its low anchor. On SmolLM2-135M it separates the labelled probe answers far better than asking "Yes/No"
-    (bench/judge_probe.py).
+    log-likelihood in a context that shows the criterion minus that in one that shows its absence. The default
+    format, `demonstrations`, shows the criterion's contrast pairs as earlier turns of the conversation (high
+    answers on one side, low on the other); others build the contexts from the anchors (system prompts) or from
+    a request in the user's message. On SmolLM2-135M it separates the labelled probe answers far better than
+    asking "Yes/No" (bench/RESULTS.md, "Judge quality").
 
 Identity: `frozen` grades with the LoRA adapter disabled (the base model, a fixed reward), `policy` with the
 adapter on (the model grades itself as it changes).
