@@ -179,29 +179,30 @@ def _number(value, where: str) -> float:
     return float(value)
 
 
-def _examples(raw, where: str) -> tuple[tuple[str, bool], ...]:
+def _records(raw, where: str, name: str, fields: tuple[str, ...]):
+    """(location, mapping) for each entry of a list-of-mappings field, its shape and keys checked."""
     if not isinstance(raw, list):
-        raise UserError(f"{where}.examples: must be a list of {{answer, expresses}} mappings")
+        raise UserError(f"{where}.{name}: must be a list of {{{', '.join(fields)}}} mappings")
+    for j, item in enumerate(raw):
+        at = f"{where}.{name}[{j}]"
+        if not isinstance(item, dict):
+            raise UserError(f"{at}: must be a mapping")
+        check_keys(item, fields, at)
+        yield at, item
+
+
+def _examples(raw, where: str) -> tuple[tuple[str, bool], ...]:
     out = []
-    for j, ex in enumerate(raw):
-        if not isinstance(ex, dict):
-            raise UserError(f"{where}.examples[{j}]: must be a mapping")
-        check_keys(ex, ("answer", "expresses"), f"{where}.examples[{j}]")
+    for at, ex in _records(raw, where, "examples", ("answer", "expresses")):
         if not isinstance(ex.get("expresses"), bool):
-            raise UserError(f"{where}.examples[{j}].expresses: must be true or false")
-        out.append((_text(ex.get("answer"), f"{where}.examples[{j}].answer"), ex["expresses"]))
+            raise UserError(f"{at}.expresses: must be true or false")
+        out.append((_text(ex.get("answer"), f"{at}.answer"), ex["expresses"]))
     return tuple(out)
 
 
 def _demos(raw, where: str) -> tuple[tuple[str, str, str], ...]:
-    if not isinstance(raw, list):
-        raise UserError(f"{where}.demos: must be a list of {{prompt, high, low}} mappings")
     out = []
-    for j, demo in enumerate(raw):
-        at = f"{where}.demos[{j}]"
-        if not isinstance(demo, dict):
-            raise UserError(f"{at}: must be a mapping")
-        check_keys(demo, ("prompt", "high", "low"), at)
+    for at, demo in _records(raw, where, "demos", ("prompt", "high", "low")):
         prompt, high, low = (_text(demo.get(k), f"{at}.{k}") for k in ("prompt", "high", "low"))
         if high == low:
             raise UserError(f"{at}: high and low answers are the same (a demonstration is a contrast)")
