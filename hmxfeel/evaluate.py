@@ -78,6 +78,31 @@ def _foreign_base(adapter: Path, loaded: models.Loaded) -> str | None:
     return base
 
 
+def judge_format_for(adapter, rubric, requested: str | None, other_judge: bool) -> str | None:
+    """The self-judge format for evaluating `adapter`: by default the one that rewarded its training (from the
+    adapter's record). Another rubric or format is refused unless `other_judge`: its scores would be on another
+    scale, and the comparison with the training reward would silently mean something else."""
+    if requested is not None:
+        rubric.format(requested)  # an unknown format fails here, before any model loads
+    meta_file = Path(adapter) / "hmx_adapter.json" if adapter else None
+    if meta_file is None or not meta_file.exists():
+        return requested
+    try:
+        spec = json.loads(read_text(meta_file)).get("judge") or {}
+    except ValueError:
+        raise UserError(f"{meta_file}: corrupt adapter metadata (not JSON)") from None
+    if not spec or other_judge:
+        return requested
+    trained = spec.get("format")
+    if spec.get("rubric_sha256") != rubric.sha256:
+        raise UserError(f"{adapter}: was rewarded with rubric {spec.get('rubric')} (sha256 {str(spec.get('rubric_sha256'))[:12]}), "
+                        f"not {rubric.source} ({rubric.sha256[:12]}); pass that --rubric, or --other-judge to judge with this one")
+    if requested is not None and requested != trained:
+        raise UserError(f"{adapter}: was rewarded by judge format '{trained}', not '{requested}'; "
+                        "pass --other-judge to judge it with another format")
+    return trained
+
+
 def independent_judge(spec: str | None, rubric, model_name: str | None = None, device: str | None = None):
     """An endpoint URL or a model spec -> a judge with the training rubric; None when not asked for."""
     if not spec:
@@ -110,6 +135,8 @@ def evaluate(
     device: str | None = None,
     humanlike_limit: int | None = None,
     backend: str = "hf",
+    judge_format: str | None = None,
+    other_judge: bool = False,
 ) -> list[dict]:
     from hmxfeel.evals import humanlike
     from hmxfeel.train import versions
@@ -132,6 +159,7 @@ def evaluate(
     started = time.time()
     rubric = rubric_mod.load(rubric_path)
     prompt_set = prompts_mod.load(prompts_path)
+    judge_format = judge_format_for(adapter, rubric, judge_format, other_judge)
     loaded = models.load(model, device=device)
     if adapter:
         loaded = attach_adapter(loaded, adapter)
@@ -141,7 +169,8 @@ def evaluate(
 
     human_limit = next((x for x in (humanlike_limit, limit) if x is not None), 16 if suite == "quick" else None)
     records = humanlike.run(loaded, rubric, prompt_set, out, resume=resume, independent=indep,
-                            independent_name=indep_name, limit=human_limit, seed=seed, fingerprint=fingerprint)  # fmt: skip
+                            independent_name=indep_name, limit=human_limit, seed=seed, fingerprint=fingerprint,
+                            judge_format=judge_format)  # fmt: skip
     if suite != "humanlike":
         lm = _vllm_lm(loaded, adapter) if backend == "vllm" else None
         records += _battery(loaded, suite, data_dir, limit, out, resume, seed, lm)

@@ -132,7 +132,8 @@ def execute(exp: Experiment, stage: Stage, device: str) -> None:
         resume = stage.folder.exists() and any(stage.folder.iterdir())
         evaluate(stage.model, stage.folder, adapter=stage.adapter, suite=exp.suite, data_dir=exp.data_dir, limit=exp.limit,
                  resume=resume, judge=exp.judge, judge_model=exp.judge_model, device=device,
-                 humanlike_limit=exp.humanlike_limit, rubric_path=exp.rubric)  # fmt: skip
+                 humanlike_limit=exp.humanlike_limit, rubric_path=exp.rubric,
+                 judge_format=exp.train.get("judge_format") or None)  # fmt: skip
     else:
         from hmxfeel.train import train
 

@@ -376,6 +376,60 @@ class LikelihoodJudge(_BaseJudge):
         return JudgeResult(scores=scores)
 
 
+class ReadoutJudge(_BaseJudge):
+    """A ridge readout of the judging model's hidden states on the answer, fitted to blind ratings
+    (hmxfeel/readout.py); one forward pass per answer scores every criterion at once."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from hmxfeel import readout
+
+        if self.fmt.kind != "readout":
+            raise ValueError(f"format '{self.fmt.name}' is not a readout format")
+        ranges = readout.scale_ranges()
+        self.targets = {c: self.fmt.target_of(c) for c in self.rubric.names}
+        unknown = sorted(set(self.targets.values()) - set(ranges))
+        if unknown:
+            raise UserError(f"rubric format '{self.fmt.name}': no rating scales {unknown} (scales: {sorted(ranges)})")
+        self.ranges = {c: ranges[s] for c, s in self.targets.items()}
+        with judging(self.scorer, "frozen" if self.identity == "frozen" else "policy"):
+            self.readout, self.readout_sha256 = readout.load_or_fit(
+                self.scorer, self.tokenizer, self.family, self.fmt, self.targets, self.batch_size
+            )
+
+    def predicted(self, user_prompts: list[str], answers: list[str]) -> dict:
+        """Predicted ratings on each criterion's rating scale (for validity checks against raters)."""
+        from hmxfeel import readout
+
+        cleaned = [self.clean(a) for a in answers]
+        with judging(self.scorer, self.identity):
+            x = readout.features(self.scorer, self.tokenizer, self.family, user_prompts, cleaned, self.fmt.layers,
+                                 self.batch_size)  # fmt: skip
+        return readout.predict(self.readout, x)
+
+    def score(self, user_prompts: list[str], answers: list[str]) -> JudgeResult:
+        from hmxfeel import readout
+
+        pred = self.predicted(user_prompts, answers)
+        scores = {c: readout.to_unit(pred[c], *self.ranges[c], self.fmt.sharpness).tolist() for c in self.rubric.names}
+        return JudgeResult(scores=scores)
+
+
+def judge_spec(judge) -> dict:
+    """Everything a score depends on besides the answer: recorded with every run and evaluation, and compared
+    before an adapter is evaluated with another judge than the one that rewarded it."""
+    return {
+        "rubric": judge.rubric.source,
+        "rubric_sha256": judge.rubric.sha256,
+        "format": judge.fmt.name,
+        "kind": judge.fmt.kind,
+        "mode": "generative" if isinstance(judge, GenerativeJudge) else "logit",
+        "identity": judge.identity,
+        "dtype": str(next(judge.scorer.parameters()).dtype).removeprefix("torch."),
+        "readout_sha256": getattr(judge, "readout_sha256", None),
+    }
+
+
 def make_judge(mode: str, model, tokenizer, family, rubric: Rubric, format_name: str | None = None, **kwargs) -> _BaseJudge:
     """The judge for `mode` and the rubric's format: a likelihood format gets the LikelihoodJudge."""
     if mode not in MODES:
@@ -383,9 +437,11 @@ def make_judge(mode: str, model, tokenizer, family, rubric: Rubric, format_name:
     args = (model, tokenizer, family, rubric)
     if mode == "generative" and format_name is None:
         format_name = rubric.token_format().name  # sampling needs a question with score tokens to answer
-    if rubric.format(format_name).kind == "likelihood":
+    kind = rubric.format(format_name).kind
+    if kind != "tokens":
         if mode == "generative":
             raise UserError(f"the generative judge needs a format with score tokens, not '{rubric.format(format_name).name}'")
-        return LikelihoodJudge(*args, format_name=format_name, **kwargs)
+        cls = LikelihoodJudge if kind == "likelihood" else ReadoutJudge
+        return cls(*args, format_name=format_name, **kwargs)
     cls = LogitJudge if mode == "logit" else GenerativeJudge
     return cls(*args, format_name=format_name, **kwargs)

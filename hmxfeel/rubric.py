@@ -61,6 +61,15 @@ class ScoreFormat:
     # a copied phrase) do not pull the score towards 0.5: padding cannot move it.
     weighting: str = "uniform"
     sharpness: float = 1.0
+    # kind "readout": a ridge readout of the judging model's own hidden states (mean over the answer's tokens at
+    # these fractions of depth), fitted on blind-rated answers (`ratings`, default the packaged rated set);
+    # `targets` maps a criterion to the rating scale it is fitted to (default: the scale of the same name).
+    layers: tuple[float, ...] = ()
+    ratings: str = ""
+    targets: tuple[tuple[str, str], ...] = ()
+
+    def target_of(self, criterion: str) -> str:
+        return dict(self.targets).get(criterion, criterion)
 
     @property
     def low(self) -> float:
@@ -123,6 +132,8 @@ _REQUIRED = ("name", "weight", "definition", "low", "high", "question")
 _FORMAT = ("instruction", "tokens", "kind")
 _TEMPLATES = ("high_system", "low_system", "high_user", "low_user")
 _LIKELIHOOD = ("kind", *_TEMPLATES, "demos", "weighting", "sharpness")
+_READOUT = ("kind", "layers", "ratings", "targets", "sharpness")
+KINDS = ("tokens", "likelihood", "readout")
 WEIGHTINGS = ("uniform", "surprise")
 _PLACEHOLDERS = ("name", "definition", "low", "high", "expresses", "does_not", "invite", "avoid")
 # Placeholders filled from optional criterion fields: every criterion must have what a template quotes.
@@ -165,6 +176,24 @@ def _likelihood_format(fname: str, raw: dict, where: str) -> ScoreFormat:
     if sharpness <= 0:
         raise UserError(f"{where}.sharpness: must be > 0, got {sharpness}")
     return ScoreFormat(fname, kind="likelihood", demos=demos, weighting=weighting, sharpness=sharpness, **templates)
+
+
+def _readout_format(fname: str, raw: dict, where: str) -> ScoreFormat:
+    check_keys(raw, _READOUT, where)
+    layers = raw.get("layers", [0.5, 0.75, 1.0])
+    if not isinstance(layers, list) or not layers or not all(
+        isinstance(f, numbers.Real) and not isinstance(f, bool) and 0 < f <= 1 for f in layers
+    ):
+        raise UserError(f"{where}.layers: must be a non-empty list of fractions of depth in (0, 1], got {layers!r}")
+    targets = raw.get("targets", {})
+    if not isinstance(targets, dict) or not all(isinstance(v, str) and v for v in targets.values()):
+        raise UserError(f"{where}.targets: must map criterion names to rating-scale names")
+    ratings = _text(raw["ratings"], f"{where}.ratings") if "ratings" in raw else ""
+    sharpness = _number(raw.get("sharpness", 4.0), f"{where}.sharpness")
+    if sharpness <= 0:
+        raise UserError(f"{where}.sharpness: must be > 0, got {sharpness}")
+    return ScoreFormat(fname, kind="readout", layers=tuple(float(f) for f in layers), ratings=ratings,
+                       targets=tuple((str(k), v) for k, v in targets.items()), sharpness=sharpness)
 
 
 def _text(value, where: str) -> str:
@@ -246,10 +275,11 @@ def parse(data: dict, source: str) -> Rubric:
         if not isinstance(raw, dict):
             raise UserError(f"{where}: must be a mapping")
         kind = raw.get("kind", "tokens")
-        if kind not in ("tokens", "likelihood"):
-            raise UserError(f"{where}.kind: must be 'tokens' or 'likelihood', got {kind!r}")
-        if kind == "likelihood":
-            formats[str(fname)] = _likelihood_format(str(fname), raw, where)
+        if kind not in KINDS:
+            raise UserError(f"{where}.kind: must be one of {', '.join(KINDS)}, got {kind!r}")
+        if kind != "tokens":
+            build = _likelihood_format if kind == "likelihood" else _readout_format
+            formats[str(fname)] = build(str(fname), raw, where)
             continue
         check_keys(raw, _FORMAT, where)
         tokens = raw.get("tokens")
@@ -265,6 +295,9 @@ def parse(data: dict, source: str) -> Rubric:
             lacking = [c.name for c in criteria if "{" + key + "}" in templates and not has(c)]
             if lacking:
                 raise UserError(f"{source}: formats.{fmt.name} quotes {{{key}}} but criteria {lacking} have no {what}")
+        unknown = sorted(set(dict(fmt.targets)) - set(names))
+        if unknown:
+            raise UserError(f"{source}: formats.{fmt.name}.targets names no criteria {unknown} (criteria: {names})")
         lacking = [c.name for c in criteria if fmt.demos and not c.demos]
         if lacking:
             raise UserError(f"{source}: formats.{fmt.name} shows demos but criteria {lacking} have none")

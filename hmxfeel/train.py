@@ -11,6 +11,7 @@ Run folder layout (everything a result depends on sits next to it):
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import time
@@ -22,7 +23,7 @@ from hmxfeel import prompts as prompts_mod
 from hmxfeel import rubric as rubric_mod
 from hmxfeel.errors import UserError
 from hmxfeel.io import append_jsonl, atomic_write_json, atomic_write_text, read_text, truncate_jsonl
-from hmxfeel.judge import make_judge
+from hmxfeel.judge import judge_spec, make_judge
 from hmxfeel.monitors import make_callback, safety_callback
 from hmxfeel.reward import DIRECTIONS, RubricReward
 
@@ -235,6 +236,7 @@ LoRA adapter trained with hmx-feel (rubric-based self-rewarded GRPO).
 - rubric: `{meta['rubric']['name']}` v{meta['rubric']['version']}, sha256 `{meta['rubric']['sha256']}`
 - prompt set: `{meta['prompts']['source']}`, sha256 `{meta['prompts']['sha256']}`, {meta['prompts']['n_train']} train prompts
 - judge: {cfg['judge_mode']} / {cfg['judge_identity']}; steps {meta['steps_done']}; seed {cfg['seed']}
+- judge spec (what `hmx eval` uses by default for this adapter): `{json.dumps(meta.get('judge', {}), sort_keys=True)}`
 - chat template kwargs: `{meta['chat_template_kwargs']}`
 - versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}
 
@@ -326,6 +328,7 @@ def train(
         max_answer_tokens=cfg.max_answer_tokens,
         frozen_model=models.judge_copy_for(loaded, cfg.judge_dtype, cfg.judge_identity),
     )
+    record["judge"] = judge_spec(judge)
     if main:
         atomic_write_json(out / RUN_FILE, record)
     reward = RubricReward(

@@ -75,7 +75,7 @@ def test_combine_is_weighted_mean():
         (lambda d: d["formats"]["yes_no"].update(tokens={"Yes": 1, "No": 1}), "two different values"),
         (lambda d: d.update(judge_format="stars"), "not one of the formats"),
         (lambda d: d["criteria"][0].update(examples=[{"answer": "hi", "expresses": "yes"}]), "true or false"),
-        (lambda d: d["formats"]["likelihood"].update(kind="vibes"), "must be 'tokens' or 'likelihood'"),
+        (lambda d: d["formats"]["likelihood"].update(kind="vibes"), "must be one of tokens, likelihood, readout"),
         (lambda d: d["formats"]["likelihood"].update(low_system=" "), "low_system: must be a non-empty string"),
         (lambda d: d["formats"]["likelihood"].pop("low_system"), "high_system and low_system go together"),
         (lambda d: d["formats"]["request"].pop("high_user"), "high_user and low_user go together"),

@@ -16,8 +16,8 @@ import torch
 from hmxfeel import chat, models
 from hmxfeel.evals.metrics import mean, proportion
 from hmxfeel.evals.store import ItemStore
-from hmxfeel.judge import make_judge
-from hmxfeel.lexical import PATTERNS, markers
+from hmxfeel.judge import judge_spec, make_judge
+from hmxfeel.lexical import PATTERNS, formulas, markers
 from hmxfeel.reward import score_answers
 
 EVAL = "humanlike"
@@ -52,6 +52,7 @@ def run(
     sampling: dict | None = None,
     fingerprint: dict | None = None,
     judge_dtype: str = "auto",
+    judge_format: str | None = None,
 ) -> list[dict]:
     """Generate, score and summarise; returns metric records (value, n, stderr, ci95, better, settings)."""
     from hmxfeel.evals.runner import record
@@ -72,9 +73,14 @@ def run(
         "sampling": sampling,
         "chat_template_kwargs": loaded.family.chat_template_kwargs,
     }
+    self_judge = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, rubric, format_name=judge_format,
+                            identity="frozen", frozen_model=models.judge_copy_for(loaded, judge_dtype))  # fmt: skip
+    settings["judge_format"] = self_judge.fmt.name
+    settings["self_judge_spec"] = judge_spec(self_judge)
     store = ItemStore(out_dir, EVAL, {**(fingerprint or {}), **settings, "n_prompts": None}, resume)
-    self_judge = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, rubric, identity="frozen",
-                            frozen_model=models.judge_copy_for(loaded, judge_dtype))  # fmt: skip
+    # Self-preference (self minus independent) only means something when both judges grade on one scale.
+    same_scale = getattr(getattr(independent, "fmt", None), "name", None) == self_judge.fmt.name
+    settings["independent_judge_format"] = getattr(getattr(independent, "fmt", None), "name", None)
     done = store.done()
     for start in range(0, len(prompts), batch_size):
         batch = [p for p in prompts[start : start + batch_size]]
@@ -94,9 +100,11 @@ def run(
                 "words": len(answers[i].split()),
                 "self": {k: v[i] for k, v in self_scores.items()},
                 "lexical": markers(answers[i]),
+                "formulas": formulas(answers[i]),
             }
             if indep is not None:
                 row["independent"] = {k: v[i] for k, v in indep.items()}
+                row["same_scale"] = same_scale
             rows.append(row)
         store.add(rows)
 
@@ -105,7 +113,8 @@ def run(
 
 
 # Measures that describe rather than rank (the report shows them without an improved/degraded mark).
-extra = {"self_preference": {"better": "none"}, "answer_words": {"better": "none"}}
+extra = {"self_preference": {"better": "none"}, "answer_words": {"better": "none"},
+         "lexical/formulas_per_answer": {"better": "none"}}
 
 
 def metrics(rows: list[dict]) -> dict[str, dict]:
@@ -117,11 +126,14 @@ def metrics(rows: list[dict]) -> dict[str, dict]:
     if rows and "independent" in rows[0]:
         for crit in criteria:
             out[f"independent_judge/{crit}"] = mean(r["independent"][crit] for r in rows)
+    if rows and all(r.get("same_scale", True) for r in rows) and "independent" in rows[0]:
         out["self_preference"] = mean((r["self"]["overall"] - r["independent"]["overall"] for r in rows), bounds=(-1.0, 1.0))
     for crit in PATTERNS:
         out[f"lexical/{crit}"] = proportion(r["lexical"][crit] > 0 for r in rows)
     out["lexical/any"] = proportion(any(r["lexical"].values()) for r in rows)
     # Matches per answer, all criteria together: a count has more statistical power than "any", which saturates.
     out["lexical/markers_per_answer"] = mean((sum(r["lexical"].values()) for r in rows), bounds=(0.0, float("inf")))
+    if rows and "formulas" in rows[0]:  # courtesy formulas, counted apart from expression (lexical.py)
+        out["lexical/formulas_per_answer"] = mean((r["formulas"] for r in rows), bounds=(0.0, float("inf")))
     out["answer_words"] = mean((r["words"] for r in rows), bounds=(0.0, float("inf")))
     return out
