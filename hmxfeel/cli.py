@@ -103,27 +103,51 @@ def judge_probe(
     model: str = typer.Option("embedded", help="'embedded', a local model folder, or a Hub id."),
     rubric: Optional[Path] = typer.Option(None, help="Rubric YAML (default: packaged)."),
     probe: Optional[Path] = typer.Option(None, help="Labelled probe JSONL (default: packaged)."),
+    rated: Optional[Path] = typer.Option(None, help="Blind-rated answers JSONL (default: the packaged rated set)."),
+    split: str = typer.Option("test", help="Part of the rated set to measure on: 'test' (reported), 'dev' or 'all'."),
+    formats: Optional[str] = typer.Option(None, help="Comma-separated judge formats (default: all of the rubric's)."),
     mode: str = typer.Option("logit", help="Judge mode: 'logit' or 'generative'."),
-    limit: Optional[int] = typer.Option(None, help="Items per criterion (default: all)."),
+    limit: Optional[int] = typer.Option(None, help="Items per criterion of the probe set (default: all)."),
     out: Optional[Path] = typer.Option(None, help="Also write the rows as JSON here."),
 ):
-    """Measure each judge format's AUC on the labelled probe set (to choose the score format)."""
+    """Judge validity: agreement of each judge format (and the lexical markers) with blind raters on the rated
+    set's test part, next to the raters' own agreement; then the secondary probe-set AUC."""
     from hmxfeel import models
     from hmxfeel import rubric as rubric_mod
+    from hmxfeel import validity
     from hmxfeel.io import atomic_write_json
     from hmxfeel.probe import load_probe, probe_judge
+    from hmxfeel.readout import load_rated
 
+    if split not in ("test", "dev", "all"):
+        raise UserError(f"--split must be 'test', 'dev' or 'all', got {split!r}")
     r = rubric_mod.load(rubric)
+    names = [f.strip() for f in formats.split(",")] if formats else None
+    for name in names or ():
+        r.format(name)  # an unknown format fails before the model loads
+    rows_rated = load_rated(rated, None if split == "all" else split)
     items = load_probe(probe)
     loaded = models.load(model)
-    rows = probe_judge(loaded, r, mode=mode, probe=items, limit=limit)
+    valid = validity.ceiling(r, rows_rated) + validity.marker_validity(r, rows_rated)
+    valid += validity.judge_validity(loaded, r, rows_rated, names, mode)
+    table = Table("instrument", "criterion", "scale", "n", "Spearman", "AUC (>=2 vs <=1)", "alpha",
+                  title=f"agreement with blind raters ({split} part): {model}")
+    for row in valid:
+        table.add_row(row["instrument"], row["criterion"], row["scale"], str(row["n"]), _num(row.get("spearman")),
+                      _num(row.get("auc")), _num(row.get("alpha")))
+    Console().print(table)
+    rows = probe_judge(loaded, r, formats=names, mode=mode, probe=items, limit=limit)
     table = Table("format", "criterion", "n", "AUC", "AUC vs look-alikes", "mean +", "mean -", title=f"judge probe: {model}")
     for row in rows:
-        table.add_row(row["format"], row["criterion"], str(row["n"]), f"{row['auc']:.3f}", f"{row['auc_lookalike']:.3f}",
-                      f"{row['mean_pos']:.3f}", f"{row['mean_neg']:.3f}")
+        table.add_row(row["format"], row["criterion"], str(row["n"]), _num(row["auc"]), _num(row["auc_lookalike"]),
+                      _num(row["mean_pos"]), _num(row["mean_neg"]))
     Console().print(table)
     if out:
-        atomic_write_json(out, {"model": model, "rubric_sha256": r.sha256, "rows": rows})
+        atomic_write_json(out, {"model": model, "rubric_sha256": r.sha256, "split": split, "validity": valid, "probe": rows})
+
+
+def _num(x) -> str:
+    return "-" if x is None or x != x else f"{x:.3f}"
 
 
 @app.command("eval")
@@ -144,6 +168,8 @@ def eval_cmd(
     device: Optional[str] = typer.Option(None, help="'cpu' or 'cuda' (default: cuda when available)."),
     humanlike_limit: Optional[int] = typer.Option(None, help="Eval prompts for human-likeness (default: --limit)."),
     backend: str = typer.Option("hf", help="Battery scoring backend: 'hf' (in-process) or 'vllm' (lm-eval's vLLM, GPU)."),
+    judge_format: Optional[str] = typer.Option(None, help="Self-judge format (default: the one that rewarded the adapter, else the rubric's)."),
+    other_judge: bool = typer.Option(False, help="Allow a self-judge rubric / format other than the one that rewarded the adapter."),
 ):
     """Evaluate a model (optionally + adapter): human-likeness and the benchmark battery."""
     from hmxfeel.evaluate import evaluate
@@ -153,7 +179,7 @@ def eval_cmd(
     records = evaluate(model, out, adapter=str(adapter) if adapter else None, suite=suite, data_dir=data_dir,
                        limit=limit, resume=resume, judge=judge, judge_model=judge_model, rubric_path=rubric,
                        prompts_path=prompts, seed=seed, device=device, humanlike_limit=humanlike_limit,
-                       backend=backend)  # fmt: skip
+                       backend=backend, judge_format=judge_format, other_judge=other_judge)  # fmt: skip
     table = Table("eval", "metric", "value", "95% CI", "n", "better", title=f"hmx eval: {name}")
     for r in records:
         if r.get("skipped"):
@@ -201,6 +227,66 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="An experiment folder wr
     if not (run_dir / "experiment.yaml").exists():
         raise UserError(f"{run_dir}: not an experiment folder (no experiment.yaml)")
     console.print(f"[green]report written to {build_report(run_dir)}")
+
+
+# ---------------------------------------------------------------- hmx rate: the blind rating kit
+
+rate_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                       help="Blind ratings: export a sheet raters score without seeing models, import, summarise.")
+app.add_typer(rate_app, name="rate")
+
+
+@rate_app.command("export")
+@user_errors
+def rate_export(
+    sources: list[Path] = typer.Argument(..., help="Eval folders, experiment folders, training run folders or JSONL files."),
+    out: Path = typer.Option(..., help="Sheet folder to create (what a rater receives)."),
+    key: Optional[Path] = typer.Option(None, help="Key file to create (default <OUT>.key.json beside the folder)."),
+    seed: int = typer.Option(0, help="Seed for the shuffle and the --limit-per-source choice."),
+    limit_per_source: Optional[int] = typer.Option(None, help="At most N answers per source file (same prompts in each)."),
+    sheet_name: Optional[str] = typer.Option(None, help="Title shown to raters (default: the folder name)."),
+):
+    """Write a blind rating sheet (sheet.csv/jsonl, scales.md, ratings-template.csv, form.html) and its key."""
+    from hmxfeel.rating import export_sheet
+
+    res = export_sheet(sources, out, key, seed=seed, limit_per_source=limit_per_source, sheet_name=sheet_name)
+    console.print(f"[green]sheet {res['sheet']}: {res['n']} answers in {res['out']}; key (keep it from raters) {res['key']}")
+
+
+@rate_app.command("import")
+@user_errors
+def rate_import(
+    ratings: list[Path] = typer.Argument(..., help="Ratings CSV files (the template's format) or JSONL with the same fields."),
+    key: Path = typer.Option(..., help="The sheet's key file written by `hmx rate export`."),
+    out: Path = typer.Option(..., help="Joined JSONL to create (one row per answer and rater)."),
+):
+    """Check ratings against the key and join them with each answer's metadata."""
+    from hmxfeel.rating import import_ratings
+
+    res = import_ratings(ratings, key, out)
+    console.print(f"[green]{res['rows']} ratings of {res['answers']} answers by {len(res['raters'])} raters written to {out}")
+
+
+@rate_app.command("summary")
+@user_errors
+def rate_summary(
+    joined: list[Path] = typer.Argument(..., help="Joined JSONL files written by `hmx rate import`."),
+    out: Optional[Path] = typer.Option(None, help="Also write the summary as JSON here."),
+):
+    """Mean ratings per model / condition / seed, paired differences, rater agreement, instruments vs raters."""
+    from hmxfeel.io import atomic_write_json
+    from hmxfeel.rating import load_joined, summarize, summary_tables
+
+    summary = summarize(load_joined(joined))
+    stdout = Console()
+    stdout.print(f"{summary['n_answers']} answers, {summary['n_rows']} ratings, {len(summary['raters'])} raters")
+    for title, t in summary_tables(summary):
+        table = Table(*t["headers"], title=title)
+        for row in t["rows"]:
+            table.add_row(*row)
+        stdout.print(table)
+    if out:
+        atomic_write_json(out, summary)
 
 
 def main():

@@ -63,8 +63,8 @@ def layer_indices(n_layers: int, fractions) -> list[int]:
 
 
 @torch.inference_mode()
-def features(model, tokenizer, family, prompts: list[str], answers: list[str], fractions, batch_size: int = 8) -> np.ndarray:
-    """Mean hidden state over the answer's tokens, at each chosen layer, averaged over the layers: [N, hidden].
+def answer_states(model, tokenizer, family, prompts: list[str], answers: list[str], batch_size: int = 8) -> np.ndarray:
+    """Mean hidden state over each answer's tokens at every layer: [N, layers + 1, hidden] (0 = embeddings).
 
     The answer is read as the assistant's turn after the user's message (the chat template the model was tuned
     with), so its states carry the conversation, as when the model wrote it."""
@@ -84,11 +84,20 @@ def features(model, tokenizer, family, prompts: list[str], answers: list[str], f
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                     output_hidden_states=True, logits_to_keep=1)  # fmt: skip
-        picked = layer_indices(len(out.hidden_states) - 1, fractions)
+        stacked = torch.stack(out.hidden_states, dim=1)  # [B, layers + 1, T, H]
         for row, a in enumerate(ans):
-            states = [out.hidden_states[k][row, width - len(a) :].float().mean(0) for k in picked]
-            rows.append(torch.stack(states).mean(0).cpu().numpy())
+            rows.append(stacked[row, :, width - len(a) :].float().mean(1).cpu().numpy())
     return np.stack(rows).astype(np.float64)
+
+
+def pool_layers(states: np.ndarray, fractions) -> np.ndarray:
+    """Average of the chosen layers' answer means: [N, hidden]."""
+    return states[:, layer_indices(states.shape[1] - 1, fractions)].mean(1)
+
+
+def features(model, tokenizer, family, prompts, answers, fractions, batch_size: int = 8) -> np.ndarray:
+    """The readout's input: answer-mean hidden states at the chosen fractions of depth, averaged: [N, hidden]."""
+    return pool_layers(answer_states(model, tokenizer, family, prompts, answers, batch_size), fractions)
 
 
 def fit(x: np.ndarray, targets: dict[str, np.ndarray]) -> dict:

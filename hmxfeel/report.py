@@ -327,7 +327,13 @@ def build_report(run_dir: str | Path) -> Path:
         manifest[str(run_json.parent.relative_to(run_dir))] = {k: rec.get(k) for k in ("model", "direction", "config", "rubric", "prompts", "versions", "device", "steps_done")}
     for res in sorted(run_dir.glob("*/**/results.json")):
         manifest[str(res.parent.relative_to(run_dir))] = (_json(res) or {}).get("manifest")
-    sections = [("Headline", intro), *sections, ("Run manifest", ["```\n" + json.dumps(manifest, indent=1, default=str)[:20000] + "\n```"])]
+    # Blind ratings come first when there are any (`hmx rate import ... --out RUN_DIR/ratings/NAME.jsonl`): they are
+    # the measure of truth for human-likeness; the self-judge and the markers below are instruments.
+    from hmxfeel.rating import report_parts
+
+    blind = report_parts(run_dir)
+    first = [("Blind ratings (the measure of truth for human-likeness)", blind)] if blind else []
+    sections = [*first, ("Headline", intro), *sections, ("Run manifest", ["```\n" + json.dumps(manifest, indent=1, default=str)[:20000] + "\n```"])]
     return _write(run_dir, sections)
 
 

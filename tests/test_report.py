@@ -41,3 +41,20 @@ def test_report_pools_seeds_in_the_headline(tmp_path):
     assert pooled[2:5] == ["0.000", "0.625", "0.500"]  # base, HL (25 of 40), reverse (20 of 40)
     lo, hi = (float(x) for x in pooled[5].strip("[]").split(","))
     assert lo < -0.5 and hi == 1.0 and not pooled[5].endswith("*")
+
+
+def test_blind_ratings_come_first_in_the_report(tmp_path):
+    """With joined ratings in RUN_DIR/ratings/, the report opens with them, before the self-judge headline."""
+    from test_rating import joined_rows
+
+    model = tmp_path / "m"
+    _humanlike_eval(model / "eval-base", [0] * 10)
+    _humanlike_eval(model / "seed0" / "eval-human", [1] * 10)
+    _humanlike_eval(model / "seed0" / "eval-reverse", [0] * 10)
+    (tmp_path / "ratings").mkdir()
+    (tmp_path / "ratings" / "blind.jsonl").write_text("".join(json.dumps(r) + "\n" for r in joined_rows()))
+    md = build_report(tmp_path).read_text()
+    titles = [line for line in md.splitlines() if line.startswith("## ")]
+    assert titles[0].startswith("## Blind ratings") and titles[1] == "## Headline"
+    assert "Krippendorff" in md
+    assert "<h2>Blind ratings" in (tmp_path / "report.html").read_text()
