@@ -17,12 +17,13 @@ from hmxfeel.judge import make_judge
 DEFAULT_PROBE = resources.files("hmxfeel") / "data" / "judge_probe.jsonl"
 
 
-def auc(scores: list[float], labels: list[int]) -> float:
-    """Area under the ROC curve = P(score of a random positive > a random negative), ties count half."""
+def auc(scores: list[float], labels: list[int]) -> float | None:
+    """Area under the ROC curve = P(score of a random positive > a random negative), ties count half; None
+    without both classes (JSON has no NaN)."""
     pos = [s for s, y in zip(scores, labels) if y == 1]
     neg = [s for s, y in zip(scores, labels) if y == 0]
     if not pos or not neg:
-        return float("nan")
+        return None
     wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
     return wins / (len(pos) * len(neg))
 
@@ -35,7 +36,7 @@ def probe_judge(loaded, rubric, formats=None, mode: str = "logit", probe=None, l
     """One row per (format, criterion): AUC over all items and positives-vs-look-alikes only."""
     probe = probe if probe is not None else load_probe()
     rows = []
-    for fmt in formats or list(rubric.formats):
+    for fmt in formats or [n for n, f in rubric.formats.items() if mode == "logit" or f.kind == "tokens"]:
         for crit in rubric.criteria:
             items = [r for r in probe if r["criterion"] == crit.name][:limit]
             if not items:
@@ -53,8 +54,9 @@ def probe_judge(loaded, rubric, formats=None, mode: str = "logit", probe=None, l
                     "n": len(items),
                     "auc": auc(scores, labels),
                     "auc_lookalike": auc([s for s, _ in hard], [y for _, y in hard]),
-                    "mean_pos": sum(s for s, y in zip(scores, labels) if y) / max(1, sum(labels)),
-                    "mean_neg": sum(s for s, y in zip(scores, labels) if not y) / max(1, len(labels) - sum(labels)),
+                    "mean_pos": sum(s for s, y in zip(scores, labels) if y) / sum(labels) if any(labels) else None,
+                    "mean_neg": (sum(s for s, y in zip(scores, labels) if not y) / (len(labels) - sum(labels))
+                                 if not all(labels) else None),
                 }
             )
     return rows

@@ -66,7 +66,8 @@ def judge_validity(loaded, rubric, rows: list[dict], formats=None, mode: str = "
     ranges = scale_ranges()
     prompts, answers = [r["prompt"] for r in rows], [r["answer"] for r in rows]
     out = []
-    for name in formats or list(rubric.formats):
+    names = formats or [n for n, f in rubric.formats.items() if mode == "logit" or f.kind == "tokens"]
+    for name in names:  # the generative judge samples a reply: only formats with score tokens
         judge = make_judge(mode, loaded.model, loaded.tokenizer, loaded.family, rubric, format_name=name)
         scores = score_answers(judge, rubric, prompts, answers)
         for crit, scale in targets_for(rubric, rubric.format(name)).items():
