@@ -90,7 +90,8 @@ def build(args) -> None:
             if not line.strip():
                 continue
             row = json.loads(line)
-            item = per_item.setdefault(row["id"], {"meta": row.get("meta", row), "ratings": {}})
+            meta = {**row, **(row.get("extra") or {})}  # the pool's own fields come back under "extra"
+            item = per_item.setdefault(row["id"], {"meta": meta, "ratings": {}})
             item["ratings"][row["rater"]] = row["ratings"]
     out = []
     for rid, item in sorted(per_item.items()):

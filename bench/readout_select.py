@@ -49,12 +49,16 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--out", default="bench/readout_select.json")
+    parser.add_argument("--rated", default=None, help="rated JSONL (default: the packaged rated set)")
+    parser.add_argument("--dev-only", action="store_true", help="cross-validate on dev; do not touch test")
     args = parser.parse_args()
     loaded = models.load(args.model, device="cpu")
-    dev, test = load_rated(split="dev"), load_rated(split="test")
+    dev, test = load_rated(args.rated, split="dev"), load_rated(args.rated, split="test")
+    if args.dev_only:
+        test = []
     t0 = time.time()
     s_dev = answer_states(loaded.model, loaded.tokenizer, loaded.family, [r["prompt"] for r in dev], [r["answer"] for r in dev])
-    s_test = answer_states(loaded.model, loaded.tokenizer, loaded.family, [r["prompt"] for r in test], [r["answer"] for r in test])
+    s_test = answer_states(loaded.model, loaded.tokenizer, loaded.family, [r["prompt"] for r in test], [r["answer"] for r in test]) if test else None
     seconds = time.time() - t0
     groups = np.array([hash(r["prompt"]) for r in dev])
     rows = {}
@@ -64,6 +68,9 @@ def main():
         rows[name]["mean"] = float(np.mean([rows[name][t] for t in TARGETS]))
         print(f"dev CV  {name:34s} " + "  ".join(f"{t} {v:.3f}" for t, v in rows[name].items()), flush=True)
     best = max(rows, key=lambda k: rows[k]["mean"])
+    if not test:
+        print(f"best on dev CV: {best} (test not looked at)")
+        return
     fitted = fit(pool_layers(s_dev, CANDIDATES[best]), {t: np.array([r["mean"][t] for r in dev]) for t in TARGETS})
     pred = predict(fitted, pool_layers(s_test, CANDIDATES[best]))
     test_rho = {t: float(spearmanr(pred[t], [r["mean"][t] for r in test]).statistic) for t in TARGETS}
