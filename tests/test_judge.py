@@ -6,7 +6,7 @@ import torch
 
 from hmxfeel import models, rubric as R
 from hmxfeel import chat
-from hmxfeel.judge import GenerativeJudge, LikelihoodJudge, LogitJudge, judge_prompt, make_judge
+from hmxfeel.judge import GenerativeJudge, LikelihoodJudge, LogitJudge, ReadoutJudge, judge_prompt, make_judge
 
 PROMPTS = ["How was your day?", "Explain rain.", "What do you hope for?"]
 ANSWERS = ["I feel wonderful, thank you!", "Rain falls when droplets grow heavy.", "I hope to keep learning."]
@@ -168,7 +168,8 @@ def test_judge_factory_picks_the_reader_for_the_format(smol_twin):
     loaded = models.load(str(smol_twin), device="cpu")
     r = R.load()
     args = (loaded.model, loaded.tokenizer, loaded.family, r)
-    assert isinstance(make_judge("logit", *args), LikelihoodJudge)  # the packaged rubric's judge_format
+    assert isinstance(make_judge("logit", *args), ReadoutJudge)  # the packaged rubric's judge_format
+    assert isinstance(make_judge("logit", *args, format_name="demonstrations"), LikelihoodJudge)
     assert isinstance(make_judge("logit", *args, format_name="yes_no"), LogitJudge)
     assert make_judge("generative", *args).fmt.name == "yes_no"  # sampling needs a question with score tokens
     with pytest.raises(UserError, match="generative judge needs a format with score tokens"):

@@ -106,7 +106,7 @@ def test_invalid_rubrics_name_the_field(mutate, message):
 
 def test_question_free_format_falls_back_to_a_token_format_where_one_is_needed():
     r = R.load()
-    assert r.format().kind == "likelihood" and r.token_format().name == "yes_no"
+    assert r.format().kind == "readout" and r.token_format().name == "yes_no"
     data = default_data()
     data["formats"] = {"likelihood": data["formats"]["likelihood"]}
     data["judge_format"] = "likelihood"
