@@ -388,6 +388,8 @@ class ReadoutJudge(_BaseJudge):
             raise ValueError(f"format '{self.fmt.name}' is not a readout format")
         ranges = readout.scale_ranges()
         self.targets = {c: self.fmt.target_of(c) for c in self.rubric.names}
+        if self.fmt.impression:
+            self.targets["impression"] = self.fmt.impression
         unknown = sorted(set(self.targets.values()) - set(ranges))
         if unknown:
             raise UserError(f"rubric format '{self.fmt.name}': no rating scales {unknown} (scales: {sorted(ranges)})")
@@ -411,7 +413,7 @@ class ReadoutJudge(_BaseJudge):
         from hmxfeel import readout
 
         pred = self.predicted(user_prompts, answers)
-        scores = {c: readout.to_unit(pred[c], *self.ranges[c], self.fmt.sharpness).tolist() for c in self.rubric.names}
+        scores = {c: readout.to_unit(pred[c], *self.ranges[c], self.fmt.sharpness).tolist() for c in self.targets}
         return JudgeResult(scores=scores)
 
 

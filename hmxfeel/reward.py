@@ -37,9 +37,11 @@ def completion_text(completion) -> str:
 
 def score_answers(judge: Scorer, rubric: Rubric, user_prompts: list[str], answers: list[str]) -> dict[str, list[float]]:
     """Per-criterion scores plus `overall` (the weighted mean), all in [0, 1]."""
-    result = judge.score(user_prompts, answers).scores
-    result = {name: list(result[name]) for name in rubric.names}
-    result["overall"] = [rubric.combine({n: result[n][i] for n in rubric.names}) for i in range(len(answers))]
+    judged = judge.score(user_prompts, answers).scores
+    names = rubric.names + (["impression"] if "impression" in judged else [])
+    result = {name: list(judged[name]) for name in names}
+    weight = getattr(getattr(judge, "fmt", None), "impression_weight", 0.0) if "impression" in judged else 0.0
+    result["overall"] = [rubric.combine({n: result[n][i] for n in names}, weight) for i in range(len(answers))]
     return result
 
 

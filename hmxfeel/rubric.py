@@ -67,6 +67,10 @@ class ScoreFormat:
     layers: tuple[float, ...] = ()
     ratings: str = ""
     targets: tuple[tuple[str, str], ...] = ()
+    # Optional: also read the raters' overall impression (a rating scale, e.g. "humanlike") and blend it into
+    # `overall` with this weight next to the criteria's weights, so no single criterion carries the reward.
+    impression: str = ""
+    impression_weight: float = 0.0
 
     def target_of(self, criterion: str) -> str:
         return dict(self.targets).get(criterion, criterion)
@@ -120,10 +124,14 @@ class Rubric:
                 return fmt
         raise UserError(f"rubric {self.source}: this judge needs a format with score tokens; the rubric has none")
 
-    def combine(self, scores: dict[str, float]) -> float:
-        """Weighted mean of per-criterion scores in [0, 1]."""
+    def combine(self, scores: dict[str, float], impression_weight: float = 0.0) -> float:
+        """Weighted mean of per-criterion scores in [0, 1], and of the overall `impression` score when the
+        judge reads one (with its own weight)."""
         total = sum(c.weight for c in self.criteria)
-        return sum(c.weight * scores[c.name] for c in self.criteria) / total
+        value = sum(c.weight * scores[c.name] for c in self.criteria)
+        if impression_weight > 0:
+            total, value = total + impression_weight, value + impression_weight * scores["impression"]
+        return value / total
 
 
 _TOP = ("name", "version", "criteria", "formats", "judge_format")
@@ -132,7 +140,7 @@ _REQUIRED = ("name", "weight", "definition", "low", "high", "question")
 _FORMAT = ("instruction", "tokens", "kind")
 _TEMPLATES = ("high_system", "low_system", "high_user", "low_user")
 _LIKELIHOOD = ("kind", *_TEMPLATES, "demos", "weighting", "sharpness")
-_READOUT = ("kind", "layers", "ratings", "targets", "sharpness")
+_READOUT = ("kind", "layers", "ratings", "targets", "sharpness", "impression", "impression_weight")
 KINDS = ("tokens", "likelihood", "readout")
 WEIGHTINGS = ("uniform", "surprise")
 _PLACEHOLDERS = ("name", "definition", "low", "high", "expresses", "does_not", "invite", "avoid")
@@ -192,8 +200,13 @@ def _readout_format(fname: str, raw: dict, where: str) -> ScoreFormat:
     sharpness = _number(raw.get("sharpness", 4.0), f"{where}.sharpness")
     if sharpness <= 0:
         raise UserError(f"{where}.sharpness: must be > 0, got {sharpness}")
+    impression = _text(raw["impression"], f"{where}.impression") if "impression" in raw else ""
+    weight = _number(raw.get("impression_weight", 1.0 if impression else 0.0), f"{where}.impression_weight")
+    if weight < 0 or (weight > 0 and not impression):
+        raise UserError(f"{where}.impression_weight: must be >= 0, and > 0 only with an 'impression' scale")
     return ScoreFormat(fname, kind="readout", layers=tuple(float(f) for f in layers), ratings=ratings,
-                       targets=tuple((str(k), v) for k, v in targets.items()), sharpness=sharpness)
+                       targets=tuple((str(k), v) for k, v in targets.items()), sharpness=sharpness,
+                       impression=impression, impression_weight=weight)
 
 
 def _text(value, where: str) -> str:

@@ -135,3 +135,22 @@ def test_packaged_rated_set_has_two_raters_and_disjoint_prompts():
     dev = {r["prompt"] for r in rows if r["split"] == "dev"}
     test = {r["prompt"] for r in rows if r["split"] == "test"}
     assert dev and test and not dev & test
+
+
+def test_impression_is_read_and_blended_into_overall(smol_twin, tmp_path, cache):
+    from hmxfeel.reward import score_answers
+
+    loaded = models.load(str(smol_twin), device="cpu")
+    rubric = readout_rubric(tmp_path, rated_file(tmp_path), impression="humanlike", impression_weight=3.0)
+    judge = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, rubric)
+    scores = score_answers(judge, rubric, ["Hi?"], ["I feel glad to see you."])
+    crit = sum(scores[c][0] for c in rubric.names)
+    assert scores["overall"][0] == pytest.approx((crit + 3.0 * scores["impression"][0]) / 6.0)
+    plain = readout_rubric(tmp_path, tmp_path / "rated.jsonl")
+    judged = score_answers(make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, plain), plain, ["Hi?"], ["x"])
+    assert "impression" not in judged
+
+
+def test_impression_weight_needs_an_impression(tmp_path):
+    with pytest.raises(UserError, match="impression_weight"):
+        readout_rubric(tmp_path, tmp_path / "x.jsonl", impression_weight=2.0)
