@@ -183,14 +183,21 @@ def _rollout_items(run: Path) -> list[dict]:
     return items
 
 
+def _prompt_id(row: dict) -> str | None:
+    """The prompt's id: `prompt_id`, else `id` (an eval items file's rows are keyed by their prompt's id)."""
+    value = row.get("prompt_id", row.get("id"))
+    return None if value is None else str(value)
+
+
 def _jsonl_items(path: Path) -> list[dict]:
     """Any JSONL of prompt/answer records; known fields become metadata, the rest is kept under `extra`."""
-    known = ("id", "prompt", "answer", "model", "condition", "category", "seed", "step", "split", "self", "lexical", "independent")
+    known = ("id", "prompt_id", "prompt", "answer", "model", "condition", "category", "seed", "step", "split", "self",
+             "lexical", "independent")
     rows = read_jsonl(path, required=("prompt", "answer"))
     return [
         _item(r["prompt"], r["answer"], source=str(path.resolve()), kind="jsonl", row=k, model=r.get("model"),
               condition=r.get("condition") or path.stem, seed=r.get("seed"), step=r.get("step"),
-              prompt_id=None if r.get("id") is None else str(r["id"]), category=r.get("category"), split=r.get("split"),
+              prompt_id=_prompt_id(r), category=r.get("category"), split=r.get("split"),
               self=_dict(r.get("self")), lexical=_dict(r.get("lexical")), independent=_dict(r.get("independent")),
               extra={x: v for x, v in r.items() if x not in known} or None)
         for k, r in enumerate(rows, 1)

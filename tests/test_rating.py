@@ -386,3 +386,12 @@ def test_form_html(tmp_path, sheet):
         code = tmp_path / "form.js"
         code.write_text(parser.scripts[1][1])
         assert subprocess.run([node, "--check", str(code)], capture_output=True).returncode == 0
+
+
+def test_jsonl_prompt_id_field_pairs_answers(tmp_path):
+    """Regression: a JSONL source with `prompt_id` (bench/pilot_answers.py writes it) lost the id, so no
+    human - base pairs were formed and the summary had no paired table."""
+    rows = [{"prompt": f"q{k}", "answer": f"a{k}{c}", "prompt_id": f"p{k}", "condition": c}
+            for k in range(3) for c in ("base", "human")]  # fmt: skip
+    items = rating.collect([write_jsonl(tmp_path / "pilot.jsonl", rows)])
+    assert sorted({i["prompt_id"] for i in items}) == ["p0", "p1", "p2"]
