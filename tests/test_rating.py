@@ -394,4 +394,4 @@ def test_jsonl_prompt_id_field_pairs_answers(tmp_path):
     rows = [{"prompt": f"q{k}", "answer": f"a{k}{c}", "prompt_id": f"p{k}", "condition": c}
             for k in range(3) for c in ("base", "human")]  # fmt: skip
     items = rating.collect([write_jsonl(tmp_path / "pilot.jsonl", rows)])
-    assert sorted({i["prompt_id"] for i in items}) == ["p0", "p1", "p2"]
+    assert sorted({i["meta"]["prompt_id"] for i in items}) == ["p0", "p1", "p2"]
