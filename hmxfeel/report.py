@@ -103,7 +103,7 @@ def _ci(ci, n=None) -> str:
 
 
 def _pct(x) -> str:
-    return "–" if x is None else f"{100 * x:+.1f}%"
+    return "–" if x is None or x != x else f"{100 * x:+.1f}%"  # None or NaN (no cells): nothing to show
 
 
 def table(headers: list[str], rows: list[list[str]]) -> dict:

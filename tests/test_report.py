@@ -58,3 +58,12 @@ def test_blind_ratings_come_first_in_the_report(tmp_path):
     assert titles[0].startswith("## Blind ratings") and titles[1] == "## Headline"
     assert "Krippendorff" in md
     assert "<h2>Blind ratings" in (tmp_path / "report.html").read_text()
+
+
+def test_summary_without_benchmark_cells_shows_no_nan(tmp_path):
+    """Regression: a human-likeness-only experiment (suite: humanlike) printed 'nan%' in the summary table."""
+    model = tmp_path / "m"
+    for folder in ("eval-base", "seed0/eval-human", "seed0/eval-reverse"):
+        _humanlike_eval(model / folder, [0, 1] * 5)
+    md = build_report(tmp_path).read_text()
+    assert "nan" not in md.lower()
