@@ -103,6 +103,21 @@ def _write_error(path: Path, exc: OSError) -> UserError:
     return UserError(f"{path}: cannot write ({exc.strerror or exc})")
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where possible: os.umask can only be read by setting it, and
+    another thread creating a file in between would get the wrong mode."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # not Linux (or an old kernel): the set-and-restore fallback
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write via a temp file in the same folder + rename: readers see the old or the new file, never half.
 
@@ -116,6 +131,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise _write_error(path, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            # mkstemp creates the file 0600; the result gets the mode a plain open() would give (0644 under umask
+            # 0022), so colleagues sharing a machine can read reports and adapters like any other file.
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
