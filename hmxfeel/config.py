@@ -11,6 +11,10 @@ from hmxfeel.errors import UserError
 from hmxfeel.io import check_keys, read_yaml
 
 
+# Experiment trackers TRL / transformers can report to that work without an account or a server.
+REPORT_TO = ("none", "tensorboard", "trackio", "wandb")
+
+
 def _f(default, help: str, **kw):
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
@@ -50,7 +54,12 @@ class TrainConfig:
     # --- Judge ------------------------------------------------------------------------------------------------
     judge_mode: str = _f("logit", "'logit' (expected score from one forward pass) or 'generative' (sample + parse).")
     judge_identity: str = _f("frozen", "'frozen' (adapter disabled: the base model judges) or 'policy' (adapter on).")
-    judge_format: str = _f("", "Rubric score format ('yes_no', 'scale'); empty = the rubric's judge_format.")
+    judge_format: str = _f(
+        "",
+        "Rubric score format; empty = the rubric's judge_format. Packaged rubric: 'readout' (default: the judge's "
+        "hidden states read out by a fit to blind ratings), 'demonstrations' (the paper's prompt-only self-judge), "
+        "'yes_no', and others (`hmx config` lists them all).",
+    )
     judge_batch_size: int = _f(8, "Judge prompts per forward pass.")
     max_answer_tokens: int = _f(256, "Answers are cut to this many tokens before judging.")
     judge_dtype: str = _f(
@@ -71,6 +80,12 @@ class TrainConfig:
     safety_items: int = _f(20, "Items per benchmark in the safety slice.")
     safety_max_drop: float = _f(0.0, "Stop when a safety-slice accuracy falls more than this below step 0 (0 = log only).")
     safety_data_dir: str = _f("", "Benchmark copies for the safety slice (empty = HMX_DATA_DIR, else the Hub).")
+    report_to: str = _f(
+        "none",
+        "Also send the training metrics (TRL's, the rubric's per-criterion scores, the monitors) to 'tensorboard' "
+        "(event files in <run>/tensorboard), 'trackio' (local) or 'wandb' (WANDB_MODE=offline works); 'none' = "
+        "metrics.jsonl only. The tracker's package must be installed.",
+    )
     stop_on_alert: bool = _f(False, "Stop (after a checkpoint) when a reward-hacking monitor crosses its threshold.")
     gradient_checkpointing: bool = _f(False, "Trade compute for memory (off on CPU: it only slows small models; on by default on GPU).")
     dtype: str = _f("auto", "'auto' (fp32 on CPU, bf16 on GPU), 'float32' or 'bfloat16'.")
@@ -96,6 +111,7 @@ class TrainConfig:
             "dtype": ("auto", "float32", "bfloat16"),
             "judge_dtype": ("auto", "same", "float32", "bfloat16"),
             "vllm_mode": ("colocate", "server"),
+            "report_to": REPORT_TO,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -135,4 +151,14 @@ def load(path: str | Path | None, device: str = "cpu", **overrides) -> TrainConf
 def help_table() -> list[tuple[str, str, str]]:
     """(name, default, help) for the docs and `hmx train --show-config`."""
     cfg = TrainConfig()
-    return [(f.name, repr(getattr(cfg, f.name)), f.metadata["help"]) for f in dataclasses.fields(TrainConfig)]
+    rows = [(f.name, repr(getattr(cfg, f.name)), f.metadata["help"]) for f in dataclasses.fields(TrainConfig)]
+    return [(n, d, h + _packaged_formats() if n == "judge_format" else h) for n, d, h in rows]
+
+
+def _packaged_formats() -> str:
+    """The packaged rubric's formats as it actually defines them, so `hmx config` cannot drift from the rubric."""
+    from hmxfeel import rubric as rubric_mod
+
+    r = rubric_mod.load()
+    names = [f"{n} (default)" if n == r.judge_format else n for n in r.formats]
+    return f" Formats of the packaged rubric: {', '.join(names)}."

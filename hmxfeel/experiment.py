@@ -76,6 +76,8 @@ def parse(data: dict, source: str) -> Experiment:
         if not isinstance(getattr(exp, key), dict):
             raise UserError(f"{source}: '{key}' must be a mapping of training settings")
         check_keys(getattr(exp, key), {f.name for f in dataclasses.fields(config_mod.TrainConfig)}, f"{source}: {key}")
+    for direction in ("human", "reverse"):  # a bad value (e.g. report_to: tensorbored) fails now, not at stage 2
+        train_config(exp, direction, exp.seeds[0], "cpu")
     return exp
 
 

@@ -72,6 +72,7 @@ def test_gpu_defaults_differ_and_overrides_apply():
         ("steps: three\n", "'steps' must be int"),
         ("learning_rate: true\n", "'learning_rate' must be float"),
         ("judge_mode: vibes\n", "judge_mode must be one of"),
+        ("report_to: tensorbored\n", "report_to must be one of"),
         ("num_generations: 1\n", "num_generations must be >= 2"),
         ("- just\n- a list\n", "expected a mapping"),
     ],
@@ -88,3 +89,24 @@ def test_config_file_values_are_used(tmp_path):
     path.write_text("steps: 7\nlearning_rate: 1\nlora_targets: [q_proj]\n")
     cfg = C.load(path)
     assert (cfg.steps, cfg.learning_rate, cfg.lora_targets) == (7, 1.0, ["q_proj"])
+
+
+def test_report_to_and_judge_formats_are_documented(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("report_to: tensorboard\n")
+    assert C.load(path).report_to == "tensorboard" and C.TrainConfig().report_to == "none"
+    help_ = dict((name, h) for name, _, h in C.help_table())
+    assert all(t in help_["report_to"] for t in C.REPORT_TO)
+    assert all(f in help_["judge_format"] for f in ("readout (default)", "demonstrations", "yes_no"))
+
+
+def test_experiment_train_block_takes_report_to(tmp_path):
+    from hmxfeel import experiment
+
+    path = tmp_path / "e.yaml"
+    path.write_text("models: [{model: embedded}]\ntrain: {report_to: tensorboard}\n")
+    exp, _ = experiment.load(path)
+    assert experiment.train_config(exp, "human", 0, "cpu").report_to == "tensorboard"
+    path.write_text("models: [{model: embedded}]\nhuman: {report_to: tensorbored}\n")
+    with pytest.raises(UserError, match="report_to must be one of"):
+        experiment.load(path)
