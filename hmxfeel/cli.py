@@ -59,6 +59,7 @@ def train(
     prompts: Optional[Path] = typer.Option(None, help="Prompt JSONL with a train/eval split (default: packaged)."),
     steps: Optional[int] = typer.Option(None, help="Override the number of steps."),
     seed: Optional[int] = typer.Option(None, help="Override the seed."),
+    report_to: Optional[str] = typer.Option(None, help="Also log metrics to 'tensorboard', 'trackio' or 'wandb' ('none')."),
     device: Optional[str] = typer.Option(None, help="'cpu' or 'cuda' (default: cuda when available)."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, help="Start over in a folder that holds a run (the old one is moved aside)."),
@@ -69,7 +70,7 @@ def train(
     from hmxfeel.train import train as run_train
 
     device = device or models.default_device()
-    overrides = {k: v for k, v in {"steps": steps, "seed": seed}.items() if v is not None}
+    overrides = {k: v for k, v in {"steps": steps, "seed": seed, "report_to": report_to}.items() if v is not None}
     cfg = config_mod.load(config, device=device, **overrides)
     out = out or Path("runs") / f"{_slug(model)}-{direction}"
     adapter = run_train(model, direction, out, cfg, rubric, prompts, resume=resume, force=force, device=device)
