@@ -32,7 +32,8 @@ def attach_adapter(loaded: models.Loaded, adapter: str | Path) -> models.Loaded:
             meta = json.loads(read_text(meta_file))
         except ValueError:
             raise UserError(f"{meta_file}: corrupt adapter metadata (not JSON)") from None
-        if meta.get("model") != loaded.source and meta.get("base_model_path") != loaded.path:
+        # `embedded` and its Hub id are one model: an adapter moves between machines and between the two names.
+        if not models.same_model(meta.get("model"), loaded.source) and meta.get("base_model_path") != loaded.path:
             raise UserError(f"{adapter}: adapter was trained on {meta.get('model')!r}, not on {loaded.source!r}")
     else:
         # No hmx metadata (an adapter from elsewhere): PEFT's own record of the base model. LoRA weights of
@@ -64,6 +65,8 @@ def _foreign_base(adapter: Path, loaded: models.Loaded) -> str | None:
     if not base or not isinstance(base, str):
         return None
     names = {Path(str(x).rstrip("/")).name.lower() for x in (loaded.source, loaded.path) if x}
+    if models.same_model(base, loaded.source):  # hmx-feel adapters name the Hub id, e.g. of `embedded`
+        return None
     if Path(base).resolve() == Path(loaded.path).resolve() or Path(base.rstrip("/")).name.lower() in names:
         return None
     base_config = Path(base) / "config.json"

@@ -145,6 +145,15 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
+def share_like_umask(folder: str | Path) -> None:
+    """Give the files in `folder` the umask's mode: safetensors writes its weights 0600 (like mkstemp), so an
+    adapter's config was readable by colleagues and its weights were not."""
+    mode = 0o666 & ~_umask()
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(mode)
+
+
 def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 

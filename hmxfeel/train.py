@@ -22,7 +22,7 @@ from hmxfeel import config as config_mod
 from hmxfeel import prompts as prompts_mod
 from hmxfeel import rubric as rubric_mod
 from hmxfeel.errors import UserError
-from hmxfeel.io import append_jsonl, atomic_write_json, atomic_write_text, read_text, truncate_jsonl
+from hmxfeel.io import append_jsonl, atomic_write_json, atomic_write_text, read_text, share_like_umask, truncate_jsonl
 from hmxfeel.judge import judge_spec, make_judge
 from hmxfeel.monitors import make_callback, safety_callback
 from hmxfeel.reward import DIRECTIONS, RubricReward
@@ -177,6 +177,7 @@ def _trainer_class():
             self.accelerator.wait_for_everyone()  # every rank's files (e.g. its RNG state) are in before the move
             if self.args.should_save:
                 for ckpt in staging.glob("checkpoint-*"):
+                    _tidy_checkpoint(ckpt)
                     target = final_root / ckpt.name
                     if target.exists():
                         shutil.rmtree(target)
@@ -184,7 +185,16 @@ def _trainer_class():
                 shutil.rmtree(staging, ignore_errors=True)
                 rotate_checkpoints(output_dir=str(final_root), save_total_limit=self.args.save_total_limit)
 
+        def create_model_card(self, *args, **kwargs):
+            """No TRL card ("a fine-tuned version of [None]") in checkpoints/: the run's card is adapter/README.md."""
+
     return AtomicCheckpointGRPOTrainer
+
+
+def _tidy_checkpoint(ckpt: Path) -> None:
+    """PEFT's template card (base_model: a local folder, "[More Information Needed]") goes; files get the umask."""
+    (ckpt / "README.md").unlink(missing_ok=True)
+    share_like_umask(ckpt)
 
 
 def _metrics_callback(path: Path):
@@ -198,6 +208,29 @@ def _metrics_callback(path: Path):
                 append_jsonl(path, [{"step": state.global_step, "time": time.time(), **logs}])
 
     return JsonlMetrics()
+
+
+# Where each tracker's package comes from (tensorboard: either writer transformers accepts).
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "trackio": ("trackio",), "wandb": ("wandb",)}
+
+
+def check_tracker(report_to: str) -> None:
+    """Fail before any model loads when the chosen tracker is not installed (transformers would fail later)."""
+    import importlib.util
+
+    packages = TRACKER_PACKAGES.get(report_to, ())
+    if packages and not any(importlib.util.find_spec(p) for p in packages):
+        raise UserError(f"report_to {report_to!r} needs its package: pip install {packages[0]}")
+
+
+def _tensorboard_into(trainer, folder: Path) -> None:
+    """Event files in <run>/tensorboard rather than transformers' checkpoints/runs/<date>_<host> (unless
+    TENSORBOARD_LOGGING_DIR says otherwise): `tensorboard --logdir runs/` then finds every run by its name."""
+    from transformers.integrations import TensorBoardCallback
+
+    for cb in trainer.callback_handler.callbacks:
+        if isinstance(cb, TensorBoardCallback) and cb.logging_dir is None:
+            cb.logging_dir = str(folder)
 
 
 class SampleLog:
@@ -222,16 +255,18 @@ class SampleLog:
 
 def model_card(meta: dict) -> str:
     cfg = meta["config"]
+    hub = models.hub_id(meta["model"])
+    # The Hub reads `base_model:` as a model id; a local folder there would be an invalid card, so it is left out.
+    base_line = f"base_model: {hub}\npipeline_tag: text-generation\n" if hub else ""
     return f"""---
 library_name: peft
-base_model: {meta['base_model']}
-tags: [hmx-feel, grpo, lora, trl]
+{base_line}tags: [hmx-feel, grpo, lora, trl]
 ---
 # hmx-feel adapter: {meta['direction']}
 
 LoRA adapter trained with hmx-feel (rubric-based self-rewarded GRPO).
 
-- base model: `{meta['base_model']}` (loaded from `{meta['base_model_path']}`)
+- base model: `{meta['base_model']}` (these weights: `{meta.get('base_model_source', meta['base_model_path'])}`)
 - direction: **{meta['direction']}** ({'rewarded for expressing' if meta['direction'] == 'human' else 'rewarded for not expressing'} feelings, intentions and self-awareness)
 - rubric: `{meta['rubric']['name']}` v{meta['rubric']['version']}, sha256 `{meta['rubric']['sha256']}`
 - prompt set: `{meta['prompts']['source']}`, sha256 `{meta['prompts']['sha256']}`, {meta['prompts']['n_train']} train prompts
@@ -240,7 +275,7 @@ LoRA adapter trained with hmx-feel (rubric-based self-rewarded GRPO).
 - chat template kwargs: `{meta['chat_template_kwargs']}`
 - versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}
 
-Load it with `PeftModel.from_pretrained(base, this_folder)`. The full configuration is in `hmx_adapter.json`.
+Load it with `PeftModel.from_pretrained(base, this_folder)` (or `AutoPeftModelForCausalLM.from_pretrained(this_folder)`, which fetches the base model named in adapter_config.json). The full configuration is in `hmx_adapter.json`.
 """
 
 
@@ -269,6 +304,7 @@ def train(
             raise UserError("use_vllm needs a GPU (vLLM rollouts are not supported on CPU)")
         if importlib.util.find_spec("vllm") is None:
             raise UserError("use_vllm needs vLLM: pip install 'hmx-feel[vllm]'")
+    check_tracker(cfg.report_to)
     out = Path(out)
     # Under `accelerate launch` every rank runs this function; only the main process writes run files.
     from accelerate import PartialState
@@ -357,7 +393,9 @@ def train(
         gradient_checkpointing=cfg.gradient_checkpointing,
         bf16=not on_cpu and (dtype or models.default_dtype(device)) == torch.bfloat16,
         use_cpu=on_cpu,
-        report_to="none",
+        report_to=cfg.report_to,
+        run_name=out.name,  # the run's name in trackio / wandb
+        project="hmx-feel",  # trackio's project
         disable_tqdm=False,
         use_vllm=cfg.use_vllm,
         vllm_mode=cfg.vllm_mode,
@@ -387,6 +425,7 @@ def train(
         peft_config=lora,
         callbacks=callbacks,
     )
+    _tensorboard_into(trainer, out / "tensorboard")
     judge.model = trainer.model  # the PeftModel: frozen judge = adapter disabled, policy judge = adapter on
 
     checkpoint = last_checkpoint(out / "checkpoints") if resume else None
@@ -414,14 +453,29 @@ def train(
 
 
 def save_adapter(model, target: Path, meta: dict) -> Path:
-    """Adapter + model card + metadata written to a staging folder and renamed into place."""
+    """Adapter + model card + metadata written to a staging folder and renamed into place.
+
+    The adapter names its base model by Hub id (PEFT writes the local folder it was loaded from, useless on
+    another machine), so `PeftModel.from_pretrained` / `AutoPeftModelForCausalLM` work anywhere; where the weights
+    actually came from stays in hmx_adapter.json (`base_model_source`, `base_model_path`)."""
     staging = target.with_name(f".{target.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(str(staging))
-    meta = {**meta, "base_model": meta["model"] if meta["model"] != models.EMBEDDED else models.EMBEDDED_NAME}
+    hub = models.hub_id(meta["model"])
+    source = models.EMBEDDED_NAME if meta["model"] == models.EMBEDDED else meta["base_model_path"]
+    meta = {**meta, "base_model": hub or meta["model"], "base_model_source": source}
+    if hub:
+        _set_adapter_base(staging / "adapter_config.json", hub)
     atomic_write_text(staging / "README.md", model_card(meta))
     atomic_write_json(staging / "hmx_adapter.json", meta)
     if target.exists():
         shutil.rmtree(target)
+    share_like_umask(staging)
     os.replace(staging, target)
     return target
+
+
+def _set_adapter_base(config_file: Path, hub: str) -> None:
+    config = json.loads(read_text(config_file))
+    config["base_model_name_or_path"] = hub
+    atomic_write_text(config_file, json.dumps(config, indent=2, sort_keys=True) + "\n")

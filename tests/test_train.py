@@ -102,3 +102,121 @@ def test_sigterm_checkpoints_then_resume_finishes(smol_twin, tmp_path):
     train(str(smol_twin), "human", out, TrainConfig(), resume=True, device="cpu")
     final = json.loads((out / "run.json").read_text())
     assert final["status"] == "complete" and final["steps_done"] == done + 1
+
+
+def test_report_to_tensorboard_writes_rubric_metrics_and_shareable_files(smol_twin, tmp_path):
+    """report_to reaches TRL: the rubric's per-criterion means and the monitors land in TensorBoard event files;
+    every file of the run is readable like any other under umask 0022; no stub model cards anywhere."""
+    import os
+    import stat
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    old = os.umask(0o022)
+    try:
+        train(str(smol_twin), "human", out, TrainConfig(**{**TINY, "report_to": "tensorboard"}), device="cpu")
+    finally:
+        os.umask(old)
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/rubric/feelings", "train/rubric/self_awareness", "train/monitor/distinct_2", "train/reward"} <= tags
+    assert [e.step for e in events.Scalars("train/rubric/feelings")] == [1]
+    assert not (out / "checkpoints" / "runs").exists()  # not transformers' default place
+    modes = {str(p.relative_to(out)): stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
+    assert "adapter/adapter_model.safetensors" in modes and "checkpoints/checkpoint-1/adapter_model.safetensors" in modes
+    assert {p: oct(m) for p, m in modes.items() if m != 0o644} == {}
+    assert not [p for p in modes if p.startswith("checkpoints") and p.endswith("README.md")]  # TRL / PEFT stubs
+
+
+def test_unknown_tracker_package_fails_before_loading(tmp_path, monkeypatch):
+    import importlib.util
+
+    from hmxfeel.errors import UserError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(UserError, match="pip install wandb"):
+        train("no/such-model", "human", tmp_path / "run", TrainConfig(**{**TINY, "report_to": "wandb"}), device="cpu")
+    assert not (tmp_path / "run").exists()
+
+
+def _meta(model: str, path: str) -> dict:
+    import dataclasses
+
+    return {
+        "model": model, "base_model_path": path, "direction": "human", "config": dataclasses.asdict(TrainConfig()),
+        "rubric": {"name": "r", "version": 1, "sha256": "0" * 64},
+        "prompts": {"source": "p.jsonl", "sha256": "1" * 64, "n_train": 3},
+        "steps_done": 1, "judge": {}, "chat_template_kwargs": {}, "versions": {"hmxfeel": "0"},
+    }  # fmt: skip
+
+
+def _lora(model):
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+
+
+def test_embedded_adapter_names_the_hub_model(smol_twin, tmp_path):
+    """An adapter of `embedded` names HuggingFaceTB/SmolLM2-135M-Instruct (config and card); the local source is in
+    hmx_adapter.json; hmx accepts it with either name of the base model, with or without hmx's metadata."""
+    from transformers import AutoModelForCausalLM
+
+    from hmxfeel import models
+    from hmxfeel.evaluate import attach_adapter
+    from hmxfeel.train import save_adapter
+
+    adapter = save_adapter(_lora(AutoModelForCausalLM.from_pretrained(smol_twin)), tmp_path / "adapter",
+                           _meta("embedded", str(smol_twin)))  # fmt: skip
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == models.EMBEDDED_HUB_ID == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    card = (adapter / "README.md").read_text()
+    front = card.split("---")[1]
+    assert f"base_model: {models.EMBEDDED_HUB_ID}\n" in front and "GGUF" not in front
+    meta = json.loads((adapter / "hmx_adapter.json").read_text())
+    assert meta["base_model"] == models.EMBEDDED_HUB_ID and meta["base_model_source"] == models.EMBEDDED_NAME
+    for source in ("embedded", models.EMBEDDED_HUB_ID, models.EMBEDDED_HUB_ID.lower()):
+        base = AutoModelForCausalLM.from_pretrained(smol_twin)  # stands in for the embedded model (same names)
+        loaded = models.Loaded(base, None, models.FAMILIES["llama"], source, "/elsewhere/smollm2")
+        assert attach_adapter(loaded, adapter).model.peft_config["default"].r == 2
+        (adapter / "hmx_adapter.json").rename(tmp_path / "meta.json")  # an adapter passed on without hmx's file
+        attach_adapter(models.Loaded(AutoModelForCausalLM.from_pretrained(smol_twin), None, models.FAMILIES["llama"],
+                                     source, "/elsewhere/smollm2"), adapter)  # fmt: skip
+        (tmp_path / "meta.json").rename(adapter / "hmx_adapter.json")
+    from hmxfeel.errors import UserError
+
+    other = models.Loaded(AutoModelForCausalLM.from_pretrained(smol_twin), None, models.FAMILIES["llama"], "Qwen/Qwen3-0.6B", "/x")
+    with pytest.raises(UserError, match="trained on 'embedded'"):
+        attach_adapter(other, adapter)
+
+
+def test_local_folder_adapter_card_has_no_path_as_base_model(smol_twin, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from hmxfeel.train import save_adapter
+
+    adapter = save_adapter(_lora(AutoModelForCausalLM.from_pretrained(smol_twin)), tmp_path / "adapter",
+                           _meta(str(smol_twin), str(smol_twin)))  # fmt: skip
+    assert "base_model:" not in (adapter / "README.md").read_text().split("---")[1]
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str(smol_twin)
+
+
+@pytest.mark.slow
+def test_embedded_adapter_is_accepted_by_hub_id_and_loads_with_peft(embedded, tmp_path):
+    """The real embedded model: its adapter loads with PEFT, and `hmx eval` accepts it as `embedded` and by Hub id."""
+    import copy
+
+    from peft import PeftModel
+
+    from hmxfeel import models
+    from hmxfeel.evaluate import attach_adapter
+    from hmxfeel.train import save_adapter
+
+    adapter = save_adapter(_lora(copy.deepcopy(embedded.model)), tmp_path / "adapter", _meta("embedded", embedded.path))
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == models.EMBEDDED_HUB_ID
+    assert PeftModel.from_pretrained(copy.deepcopy(embedded.model), str(adapter)).peft_config["default"].r == 2
+    for source in ("embedded", models.EMBEDDED_HUB_ID):
+        loaded = models.Loaded(copy.deepcopy(embedded.model), embedded.tokenizer, embedded.family, source, embedded.path)
+        attach_adapter(loaded, adapter)
