@@ -134,6 +134,57 @@ def same_model(a: str | None, b: str | None) -> bool:
     return a == b
 
 
+HUB_PROBE_TIMEOUT_S = 3.0  # one request decides: huggingface_hub would otherwise retry for ~25 s
+
+
+def _offline() -> bool:
+    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, read now (huggingface_hub reads them once, at import)."""
+    import huggingface_hub
+
+    flags = (os.environ.get(name, "").upper() for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return huggingface_hub.is_offline_mode() or any(f in ("1", "ON", "YES", "TRUE") for f in flags)
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hub cannot be reached (one quick request, no retries), or None when it answers at all."""
+    from huggingface_hub import constants, get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_TIMEOUT_S)
+    except Exception as exc:  # any transport error (DNS, refused, timeout, proxy): no answer is all that matters
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
+def _cached_snapshot(spec: str) -> str | None:
+    """The local Hugging Face cache folder of Hub model `spec`, or None when it was never downloaded."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(spec, local_files_only=True)
+    except (LocalEntryNotFoundError, HFValidationError, OSError):
+        return None
+
+
+def hub_source(spec: str) -> str:
+    """Where to load Hub model `spec` from: the id (from_pretrained downloads it or uses its cache), or its cached
+    folder when the Hub cannot be reached; when neither works, one UserError within seconds, not after retries."""
+    if _offline():
+        if _cached_snapshot(spec) is None:
+            raise UserError(f"model '{spec}' is not in the local Hugging Face cache and HF_HUB_OFFLINE is set "
+                            "(download it once online, or give a local folder)")  # fmt: skip
+        return spec
+    why = _hub_unreachable()
+    if why is None:
+        return spec
+    cached = _cached_snapshot(spec)
+    if cached is None:
+        raise UserError(f"model '{spec}': the Hugging Face Hub cannot be reached ({why}) and the model is not in the "
+                        "local cache (give a local folder, or download it once online)")  # fmt: skip
+    return cached
+
+
 def default_device() -> str:
     import torch
 
@@ -170,6 +221,8 @@ def load(spec: str, device: str | None = None, dtype=None, for_training: bool = 
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = resolve(spec)
+    if hub_id(spec) and spec != EMBEDDED:
+        path = hub_source(spec)
     device = device or default_device()
     try:
         config = AutoConfig.from_pretrained(path)

@@ -86,3 +86,28 @@ def test_vllm_paths_fail_clearly_without_gpu_or_vllm(tmp_path):
     code, out = run("eval", "--backend", "vllm", "--out", str(tmp_path / "e"))
     assert code == 2 and "vLLM" in one_error_line(out)
     assert not (tmp_path / "r").exists() and not (tmp_path / "e").exists()
+
+
+def test_offline_hub_id_fails_fast_in_one_line(tmp_path, monkeypatch):
+    """HF_HUB_OFFLINE and an id not in the cache: one line at once, not ~25 s of huggingface_hub retries."""
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    code, out = run("eval", "--model", "fake-org/no-such-model-xyz", "--suite", "humanlike", "--out", str(tmp_path / "e"))
+    assert code == 2 and "HF_HUB_OFFLINE" in one_error_line(out) and "fake-org/no-such-model-xyz" in out
+    assert time.monotonic() - start < 10
+
+
+def test_report_to_option_is_validated(tmp_path):
+    code, out = run("train", "--report-to", "tensorbored", "--out", str(tmp_path / "r"))
+    assert code == 2 and "report_to must be one of" in one_error_line(out)
+    code, out = run("train", "--help")
+    assert "--report-to" in out
+
+
+def test_config_lists_the_rubrics_judge_formats():
+    code, out = run("config")
+    assert code == 0 and "report_to" in out
+    flat = " ".join(out.replace("│", " ").split())
+    assert "readout (default)" in flat and "demonstrations" in flat and "yes_no" in flat
