@@ -290,6 +290,34 @@ def rate_summary(
         atomic_write_json(out, summary)
 
 
+# ---------------------------------------------------------------- hmx chat: talk to the base model and its adapters
+
+
+@app.command("chat")
+@user_errors
+def chat_cmd(
+    model: str = typer.Option("embedded", help="'embedded', a local model folder, or a Hub id."),
+    adapter: Optional[list[Path]] = typer.Option(None, help="A trained adapter folder; repeat to compare several."),
+    prompt: Optional[str] = typer.Option(None, help="Ask this once and exit (default: read messages until EOF or 'exit')."),
+    rubric: Optional[Path] = typer.Option(None, help="Rubric YAML for the self-judge's scores (default: packaged)."),
+    judge_format: Optional[str] = typer.Option(None, help="Self-judge format (default: the rubric's)."),
+    system: str = typer.Option("", help="System prompt (folded into the user turn where the family has no system role)."),
+    max_new_tokens: int = typer.Option(128, help="Longest answer, in tokens."),
+    seed: int = typer.Option(0, help="Sampling seed (the same for every column)."),
+    device: Optional[str] = typer.Option(None, help="'cpu' or 'cuda' (default: cuda when available)."),
+):
+    """Send the same message to the base model and each adapter; print the answers side by side with the frozen
+    self-judge's per-criterion scores under each."""
+    from hmxfeel import chat_cmd as chat_mod
+
+    if prompt is not None and not prompt.strip():
+        raise UserError("--prompt is empty")
+    session = chat_mod.open_chat(model, list(adapter or []), rubric, judge_format, device, max_new_tokens, system, seed)
+    names = ", ".join(title for title, _ in session.columns)
+    console.print(f"[bold cyan]hmx chat[/] {model}: {names}; scores by the frozen base model ({session.judge.fmt.name})")
+    chat_mod.run(session, Console(), prompt)
+
+
 def main():
     app()
 

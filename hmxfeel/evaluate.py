@@ -19,8 +19,9 @@ from hmxfeel.io import atomic_write_json, read_text
 SUITES = ("default", "quick", "humanlike")
 
 
-def attach_adapter(loaded: models.Loaded, adapter: str | Path) -> models.Loaded:
-    """Wrap the base model with a trained adapter, refusing one that was trained on another base model."""
+def attach_adapter(loaded: models.Loaded, adapter: str | Path, name: str = "default") -> models.Loaded:
+    """Wrap the base model with a trained adapter, refusing one that was trained on another base model. On a model
+    that already carries adapters it is added under `name` (`hmx chat` compares several on one base)."""
     from peft import PeftModel
 
     adapter = Path(adapter)
@@ -42,7 +43,11 @@ def attach_adapter(loaded: models.Loaded, adapter: str | Path) -> models.Loaded:
         if other:
             raise UserError(f"{adapter}: adapter was trained on {other!r}, not on {loaded.source!r}")
     try:
-        model = PeftModel.from_pretrained(loaded.model, str(adapter))
+        if isinstance(loaded.model, PeftModel):
+            loaded.model.load_adapter(str(adapter), adapter_name=name)
+            model = loaded.model
+        else:
+            model = PeftModel.from_pretrained(loaded.model, str(adapter), adapter_name=name)
     except (RuntimeError, ValueError, KeyError) as exc:
         raise UserError(f"{adapter}: adapter does not fit this model ({str(exc).splitlines()[0][:200]})") from None
     model.eval()
