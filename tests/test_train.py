@@ -220,3 +220,20 @@ def test_embedded_adapter_is_accepted_by_hub_id_and_loads_with_peft(embedded, tm
     for source in ("embedded", models.EMBEDDED_HUB_ID):
         loaded = models.Loaded(copy.deepcopy(embedded.model), embedded.tokenizer, embedded.family, source, embedded.path)
         attach_adapter(loaded, adapter)
+    # "Another machine": no hmx-feel cache, the base model only in a Hugging Face cache under its Hub id.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = tmp_path / "hub" / "models--HuggingFaceTB--SmolLM2-135M-Instruct"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    for f in Path(embedded.path).iterdir():
+        (snapshot / f.name).symlink_to(f)
+    code = "import sys; from peft import AutoPeftModelForCausalLM as A; print(type(A.from_pretrained(sys.argv[1])).__name__)"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "HMX_CACHE": str(tmp_path / "none")}
+    done = subprocess.run([sys.executable, "-c", code, str(adapter)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "PeftModelForCausalLM" in done.stdout, done.stderr[-2000:]
