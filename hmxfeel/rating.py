@@ -600,15 +600,21 @@ def _paired_scale(answers: list[dict], cond_a: str, cond_b: str, scale: str) -> 
 
 
 def _paired(answers: list[dict], names: list[str]) -> list[dict]:
-    """Paired differences per (source kind, model), comparison and scale, where both sides exist."""
+    """Paired differences per (source kind, model), comparison and scale, where both sides exist: pooled over
+    seeds, then (with several seeds) each seed on its own, so a reader sees whether every seed agrees."""
     out = []
     for kind, model in sorted({(a["meta"].get("kind"), a["meta"].get("model")) for a in answers}, key=_order):
         mine = [a for a in answers if (a["meta"].get("kind"), a["meta"].get("model")) == (kind, model)]
         for cond_a, cond_b in COMPARISONS:
             for scale in names:
                 row = _paired_scale(mine, cond_a, cond_b, scale)
-                if row:
-                    out.append({"source": kind, "model": model, "a": cond_a, "b": cond_b, "scale": scale, **row})
+                if not row:
+                    continue
+                out.append({"source": kind, "model": model, "a": cond_a, "b": cond_b, "scale": scale, **row})
+                for seed in row["seeds"] if len(row["seeds"]) > 1 else ():
+                    one = [a for a in mine if a["meta"].get("seed") in (seed, None)]  # the base model has no seed
+                    out.append({"source": kind, "model": model, "a": cond_a, "b": cond_b, "scale": scale,
+                                **_paired_scale(one, cond_a, cond_b, scale)})  # fmt: skip
     return out
 
 
