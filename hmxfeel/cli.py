@@ -106,6 +106,7 @@ def judge_probe(
     rated: Optional[Path] = typer.Option(None, help="Blind-rated answers JSONL (default: the packaged rated set)."),
     split: str = typer.Option("test", help="Part of the rated set to measure on: 'test' (reported), 'dev' or 'all'."),
     formats: Optional[str] = typer.Option(None, help="Comma-separated judge formats (default: all of the rubric's)."),
+    extra_formats: Optional[Path] = typer.Option(None, help="YAML with more `formats:` to measure (e.g. bench/judge_variants.yaml)."),
     mode: str = typer.Option("logit", help="Judge mode: 'logit' or 'generative'."),
     limit: Optional[int] = typer.Option(None, help="Items per criterion of the probe set (default: all)."),
     out: Optional[Path] = typer.Option(None, help="Also write the rows as JSON here."),
@@ -121,7 +122,7 @@ def judge_probe(
 
     if split not in ("test", "dev", "all"):
         raise UserError(f"--split must be 'test', 'dev' or 'all', got {split!r}")
-    r = rubric_mod.load(rubric)
+    r = rubric_mod.load(rubric, extra_formats=extra_formats)
     names = [f.strip() for f in formats.split(",")] if formats else None
     for name in names or ():
         r.format(name)  # an unknown format fails before the model loads
