@@ -20,7 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import peak_rss_mib, reset_peak_rss  # noqa: E402  (first: sets threads before torch loads)
+from _common import REPO, peak_rss_mib, reset_peak_rss  # noqa: E402  (first: sets threads before torch loads)
 
 
 
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     loaded = models.load("embedded", device="cpu")
     model, tok, family = loaded.model, loaded.tokenizer, loaded.family
-    rubric = rubric_mod.load(None)
+    rubric = rubric_mod.load(None, extra_formats=REPO / "bench" / "judge_variants.yaml")
     users = [p.prompt for p in prompts_mod.load(None).split("eval")[: args.answers]]
     sampling = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": args.tokens, "min_new_tokens": args.tokens}
     answers = generate(model, tok, family, users, args.seed, sampling)

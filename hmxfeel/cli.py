@@ -15,21 +15,21 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from hmxfeel.errors import UserError  # noqa: E402
+from hmxfeel.errors import NonFiniteError, UserError  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
 
 
 def user_errors(fn):
-    """Turn a UserError (or an OSError naming a path) into one clear line and exit code 2 (no traceback: it is
-    the input or the machine, not the code)."""
+    """Turn a UserError, a NonFiniteError (or an OSError naming a path) into one clear line and exit code 2 (no
+    traceback: it is the input, the numbers or the machine, not the code)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except UserError as exc:
+        except (UserError, NonFiniteError) as exc:
             print(f"hmx: error: {exc}", file=sys.stderr)
             raise typer.Exit(2) from None
         except OSError as exc:
@@ -69,8 +69,9 @@ def train(
     from hmxfeel import models
     from hmxfeel.train import train as run_train
 
-    device = device or models.default_device()
-    overrides = {k: v for k, v in {"steps": steps, "seed": seed, "report_to": report_to}.items() if v is not None}
+    device = models.check_device(device) if device else models.default_device()
+    flags = {"steps": steps, "seed": seed, "report_to": report_to}
+    overrides = {k: v for k, v in flags.items() if v is not None}  # flags win over the file
     cfg = config_mod.load(config, device=device, **overrides)
     out = out or Path("runs") / f"{_slug(model)}-{direction}"
     adapter = run_train(model, direction, out, cfg, rubric, prompts, resume=resume, force=force, device=device)
@@ -107,6 +108,7 @@ def judge_probe(
     rated: Optional[Path] = typer.Option(None, help="Blind-rated answers JSONL (default: the packaged rated set)."),
     split: str = typer.Option("test", help="Part of the rated set to measure on: 'test' (reported), 'dev' or 'all'."),
     formats: Optional[str] = typer.Option(None, help="Comma-separated judge formats (default: all of the rubric's)."),
+    extra_formats: Optional[Path] = typer.Option(None, help="YAML with more `formats:` to measure (e.g. bench/judge_variants.yaml)."),
     mode: str = typer.Option("logit", help="Judge mode: 'logit' or 'generative'."),
     limit: Optional[int] = typer.Option(None, help="Items per criterion of the probe set (default: all)."),
     out: Optional[Path] = typer.Option(None, help="Also write the rows as JSON here."),
@@ -122,7 +124,7 @@ def judge_probe(
 
     if split not in ("test", "dev", "all"):
         raise UserError(f"--split must be 'test', 'dev' or 'all', got {split!r}")
-    r = rubric_mod.load(rubric)
+    r = rubric_mod.load(rubric, extra_formats=extra_formats)
     names = [f.strip() for f in formats.split(",")] if formats else None
     for name in names or ():
         r.format(name)  # an unknown format fails before the model loads
@@ -189,7 +191,8 @@ def eval_cmd(
         lo, hi = r["ci95"]
         ci = f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "-"
         value = f"{r['value']:.3f}" if r["value"] is not None else "nan"
-        table.add_row(r["eval"], r["metric"], value, ci, str(r["n"]), r["better"] or "")
+        n = f"{r['n']} (+{r['n_nonfinite']} non-finite left out)" if r.get("n_nonfinite") else str(r["n"])
+        table.add_row(r["eval"], r["metric"], value, ci, n, r["better"] or "")
     Console().print(table)
     console.print(f"[green]results written to {out / 'results.json'}")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +12,10 @@ from pathlib import Path
 from hmxfeel.errors import UserError
 from hmxfeel.io import check_keys, read_yaml
 
+
+# TRL 1.16's GRPOConfig.loss_type values (trl is pinned in pyproject.toml): a typo fails when the config is read,
+# not after the model has loaded. tests/test_prompts_config.py checks the list against the installed TRL.
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
 
 # Experiment trackers TRL / transformers can report to that work without an account or a server.
 REPORT_TO = ("none", "tensorboard", "trackio", "wandb")
@@ -56,9 +62,9 @@ class TrainConfig:
     judge_identity: str = _f("frozen", "'frozen' (adapter disabled: the base model judges) or 'policy' (adapter on).")
     judge_format: str = _f(
         "",
-        "Rubric score format; empty = the rubric's judge_format. Packaged rubric: 'readout' (default: the judge's "
-        "hidden states read out by a fit to blind ratings), 'demonstrations' (the paper's prompt-only self-judge), "
-        "'yes_no', and others (`hmx config` lists them all).",
+        "Rubric score format; empty = the rubric's judge_format. 'readout': the judge's hidden states read out by a "
+        "fit to blind ratings; 'demonstrations': the paper's prompt-only self-judge; 'yes_no': a yes/no question "
+        "(the generative judge's format).",
     )
     judge_batch_size: int = _f(8, "Judge prompts per forward pass.")
     max_answer_tokens: int = _f(256, "Answers are cut to this many tokens before judging.")
@@ -111,6 +117,7 @@ class TrainConfig:
             "dtype": ("auto", "float32", "bfloat16"),
             "judge_dtype": ("auto", "same", "float32", "bfloat16"),
             "vllm_mode": ("colocate", "server"),
+            "loss_type": LOSS_TYPES,
             "report_to": REPORT_TO,
         }
         for name, allowed in choices.items():
@@ -121,14 +128,25 @@ class TrainConfig:
                 raise UserError(f"{where}: {name} must be >= 1")
         if self.num_generations < 2:
             raise UserError(f"{where}: num_generations must be >= 2 (GRPO compares answers within a group)")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"{where}: {f.name} must be a finite number, got {value!r}")
         if not 0 < self.temperature:
             raise UserError(f"{where}: temperature must be > 0")
         return self
 
 
+# YAML 1.1 reads `3e-4` (no dot) as text; for a float field it is the number the user meant.
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def _coerce(name: str, value, annotation, where: str):
-    """Check a YAML value against the field's type (ints are accepted for floats)."""
+    """Check a YAML value against the field's type (ints, and exponent numbers YAML left as text, are accepted
+    for floats)."""
     kind = {"int": int, "float": float, "str": str, "bool": bool, "list": list}[str(annotation)]
+    if kind is float and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is not bool and isinstance(value, bool) or not isinstance(value, kind):
@@ -136,16 +154,19 @@ def _coerce(name: str, value, annotation, where: str):
     return value
 
 
+def coerce_values(data: dict, where: str) -> dict:
+    """TrainConfig fields from a YAML mapping (a config file, an experiment's `train:` block), each checked
+    against its type; unknown keys are refused with a did-you-mean."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    check_keys(data, fields, where)
+    hints = typing.get_type_hints(TrainConfig)
+    return {k: _coerce(k, v, hints[k].__name__, where) for k, v in data.items()}
+
+
 def load(path: str | Path | None, device: str = "cpu", **overrides) -> TrainConfig:
-    """Device defaults, then the YAML file's values (strictly checked), then explicit overrides."""
-    values = {}
-    if path is not None:
-        data = read_yaml(path)
-        fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-        check_keys(data, fields, str(path))
-        hints = typing.get_type_hints(TrainConfig)
-        values = {k: _coerce(k, v, hints[k].__name__, str(path)) for k, v in data.items()}
-    return TrainConfig.for_device(device, **values, **overrides).validate(str(path or "config"))
+    """Device defaults, then the YAML file's values (strictly checked), then explicit overrides (CLI flags)."""
+    values = coerce_values(read_yaml(path), str(path)) if path is not None else {}
+    return TrainConfig.for_device(device, **{**values, **overrides}).validate(str(path or "config"))
 
 
 def help_table() -> list[tuple[str, str, str]]:
@@ -161,4 +182,4 @@ def _packaged_formats() -> str:
 
     r = rubric_mod.load()
     names = [f"{n} (default)" if n == r.judge_format else n for n in r.formats]
-    return f" Formats of the packaged rubric: {', '.join(names)}."
+    return f" Packaged rubric: {', '.join(names)}."

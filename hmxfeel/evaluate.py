@@ -14,7 +14,7 @@ from hmxfeel import models
 from hmxfeel import prompts as prompts_mod
 from hmxfeel import rubric as rubric_mod
 from hmxfeel.errors import UserError
-from hmxfeel.io import atomic_write_json, read_text
+from hmxfeel.io import atomic_write_json, folder_lock, read_text
 
 SUITES = ("default", "quick", "humanlike")
 
@@ -146,9 +146,6 @@ def evaluate(
     judge_format: str | None = None,
     other_judge: bool = False,
 ) -> list[dict]:
-    from hmxfeel.evals import humanlike
-    from hmxfeel.train import versions
-
     if backend not in ("hf", "vllm"):
         raise UserError(f"--backend must be 'hf' or 'vllm', got {backend!r}")
     if backend == "vllm":
@@ -162,8 +159,49 @@ def evaluate(
         if value is not None and value < 1:
             raise UserError(f"{name} must be >= 1, got {value}")
     out = Path(out)
+    if device is not None:
+        device = models.check_device(device)
+    with folder_lock(out):  # one writer per eval folder; the lock goes with this process, even when killed
+        _check_eval_folder(out, model, adapter, resume)
+        return _evaluate(model, out, adapter, suite, data_dir, limit, resume, judge, judge_model, rubric_path,
+                         prompts_path, seed, device, humanlike_limit, backend, judge_format, other_judge)  # fmt: skip
+
+
+def _check_eval_folder(out: Path, model: str, adapter, resume: bool) -> None:
+    """Refuse, before any model loads, a folder holding another model's or adapter's evaluation (resuming would
+    mix their items; starting over would drop them), and finished results without --resume."""
+    held, wanted = _evaluated(out), {"model": model, "adapter": str(adapter) if adapter else None}
+    if held is not None and held != wanted:
+        raise UserError(f"{out}: holds the evaluation of {_describe(held)}, not of {_describe(wanted)}; "
+                        "evaluate into another --out")  # fmt: skip
     if (out / "results.json").exists() and not resume:
         raise UserError(f"{out}: already holds results; use --resume (or another --out)")
+
+
+def _evaluated(out: Path) -> dict | None:
+    """{model, adapter} of the evaluation already in `out`: the results' manifest, else its items' fingerprint."""
+    sources = [(out / "results.json", "manifest")] + [(p, "fingerprint") for p in sorted(out.glob("items/*.meta.json"))]
+    for path, part in sources:
+        if not path.exists():
+            continue
+        try:
+            data = json.loads(read_text(path)).get(part)
+        except (ValueError, AttributeError, UserError):
+            continue  # unreadable: the later steps name the file
+        if isinstance(data, dict) and "model" in data:
+            return {"model": data.get("model"), "adapter": data.get("adapter")}
+    return None
+
+
+def _describe(who: dict) -> str:
+    return f"{who['model']} + adapter {who['adapter']}" if who["adapter"] else f"{who['model']} (no adapter)"
+
+
+def _evaluate(model, out, adapter, suite, data_dir, limit, resume, judge, judge_model, rubric_path, prompts_path, seed,
+              device, humanlike_limit, backend, judge_format, other_judge) -> list[dict]:  # fmt: skip
+    from hmxfeel.evals import humanlike
+    from hmxfeel.train import versions
+
     started = time.time()
     rubric = rubric_mod.load(rubric_path)
     prompt_set = prompts_mod.load(prompts_path)

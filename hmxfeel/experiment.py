@@ -24,8 +24,10 @@ from pathlib import Path
 import yaml
 
 from hmxfeel import config as config_mod
-from hmxfeel.errors import UserError
-from hmxfeel.io import atomic_write_json, atomic_write_text, check_keys, read_text, read_yaml
+from hmxfeel.errors import NonFiniteError, UserError
+from hmxfeel.io import atomic_write_json, atomic_write_text, check_keys, folder_lock, holds_files, read_text, read_yaml
+
+RESUME_HINT = "rerun the same command to resume"  # `hmx run` has no --resume: a rerun skips finished stages
 
 PRESETS = resources.files("hmxfeel") / "data" / "presets"
 STATE_FILE = "stages.json"
@@ -63,6 +65,7 @@ def parse(data: dict, source: str) -> Experiment:
         if not isinstance(m, dict) or "model" not in m:
             raise UserError(f"{source}: models[{i}] needs a 'model' (Hub id, folder or 'embedded')")
         check_keys(m, ("name", "model"), f"{source}: models[{i}]")
+        _check_model(m["model"], f"{source}: models[{i}]")
         m.setdefault("name", Path(str(m["model"])).name.replace(".", "_"))
     if not isinstance(exp.seeds, list) or not all(isinstance(s, int) for s in exp.seeds) or not exp.seeds:
         raise UserError(f"{source}: 'seeds' must be a non-empty list of integers")
@@ -72,13 +75,39 @@ def parse(data: dict, source: str) -> Experiment:
         rubric_mod.load(exp.rubric)  # a bad rubric fails now, not after the first stage
     if isinstance(exp.parallel, bool) or not isinstance(exp.parallel, int) or exp.parallel < 1:
         raise UserError(f"{source}: 'parallel' must be an integer >= 1, got {exp.parallel!r}")
+    _check_eval_settings(exp, source)
     for key in ("train", "human", "reverse"):
         if not isinstance(getattr(exp, key), dict):
             raise UserError(f"{source}: '{key}' must be a mapping of training settings")
-        check_keys(getattr(exp, key), {f.name for f in dataclasses.fields(config_mod.TrainConfig)}, f"{source}: {key}")
-    for direction in ("human", "reverse"):  # a bad value (e.g. report_to: tensorbored) fails now, not at stage 2
-        train_config(exp, direction, exp.seeds[0], "cpu")
+        setattr(exp, key, config_mod.coerce_values(getattr(exp, key), f"{source}: {key}"))
+    # Each block's values, then each direction's merged settings: a bad one fails before stage 1, named by its block.
+    config_mod.TrainConfig.for_device("cpu", **exp.train).validate(f"{source}: train")
+    for direction in ("human", "reverse"):
+        config_mod.TrainConfig.for_device("cpu", **{**exp.train, **getattr(exp, direction)}).validate(f"{source}: {direction}")
     return exp
+
+
+def _check_model(spec, where: str) -> None:
+    from hmxfeel import models
+
+    if not isinstance(spec, str):
+        raise UserError(f"{where}: 'model' must be text (a Hub id, a folder or 'embedded'), got {spec!r}")
+    try:
+        models.check_spec(spec)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+
+
+def _check_eval_settings(exp: Experiment, source: str) -> None:
+    """The evaluation keys, named as the file names them (not as `hmx eval`'s flags), before any stage runs."""
+    from hmxfeel.evaluate import SUITES
+
+    if exp.suite not in SUITES:
+        raise UserError(f"{source}: 'suite' must be one of {', '.join(SUITES)}, got {exp.suite!r}")
+    for key in ("limit", "humanlike_limit"):
+        value = getattr(exp, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise UserError(f"{source}: '{key}' must be an integer >= 1 (or absent), got {value!r}")
 
 
 def load(path: str | Path | None = None, preset: str | None = None) -> tuple[Experiment, str]:
@@ -131,18 +160,20 @@ def execute(exp: Experiment, stage: Stage, device: str) -> None:
     if stage.kind == "eval":
         from hmxfeel.evaluate import evaluate
 
-        resume = stage.folder.exists() and any(stage.folder.iterdir())
+        resume = holds_files(stage.folder)
         evaluate(stage.model, stage.folder, adapter=stage.adapter, suite=exp.suite, data_dir=exp.data_dir, limit=exp.limit,
                  resume=resume, judge=exp.judge, judge_model=exp.judge_model, device=device,
                  humanlike_limit=exp.humanlike_limit, rubric_path=exp.rubric,
                  judge_format=exp.train.get("judge_format") or None)  # fmt: skip
     else:
-        from hmxfeel.train import train
+        from hmxfeel.train import run_is_complete, train
 
         resume = (stage.folder / "run.json").exists()  # a folder without a run record holds nothing to keep
+        if resume and run_is_complete(stage.folder):
+            return  # finished, but the runner was stopped before it could record that
         cfg = train_config(exp, stage.direction, stage.seed, device)
         train(stage.model, stage.direction, stage.folder, cfg, resume=resume, force=not resume, device=device,
-              rubric_path=exp.rubric)
+              rubric_path=exp.rubric, resume_hint=RESUME_HINT)
 
 
 def _stop_when_orphaned(parent: int) -> None:
@@ -173,7 +204,7 @@ def _child(exp: Experiment, stage: Stage, device: str, threads: int, parent: int
     torch.set_num_threads(threads)
     try:
         execute(exp, stage, device)
-    except UserError as exc:
+    except (UserError, NonFiniteError) as exc:
         print(f"hmx: error: {exc}", file=sys.stderr)
         sys.exit(2)
 
@@ -187,7 +218,16 @@ def run(exp: Experiment, text: str, out: Path, log=print) -> Path:
     if exp.parallel > 1 and device != "cpu":
         raise UserError(f"parallel: {exp.parallel} splits CPU cores between stages; on {device} keep parallel: 1 "
                         "(several GPUs: accelerate, see docs/scaling.md)")  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
+    models.check_device(device, "device:")
+    # One runner per experiment folder. Stage processes lock their own subfolders, so they never wait on this.
+    with folder_lock(out):
+        try:
+            return _run_locked(exp, text, out, device, log, build_report)
+        except KeyboardInterrupt:  # Ctrl-C outside a training step (which stops itself with its own message)
+            raise UserError(f"{out}: interrupted; finished stages are kept, {RESUME_HINT}") from None
+
+
+def _run_locked(exp: Experiment, text: str, out: Path, device: str, log, build_report) -> Path:
     stored = out / "experiment.yaml"
     if stored.exists() and yaml.safe_load(read_text(stored)) != yaml.safe_load(text):
         raise UserError(f"{out}: holds a different experiment (see {stored}); use another --out")
@@ -210,7 +250,7 @@ def run(exp: Experiment, text: str, out: Path, log=print) -> Path:
             todo.append(stage)
     if exp.parallel <= 1:
         for stage in todo:
-            resume = stage.folder.exists() and any(stage.folder.iterdir())
+            resume = holds_files(stage.folder)
             log(f"[{stages.index(stage) + 1}/{len(stages)}] {stage.id}: {'resuming' if resume else 'starting'} (elapsed {time.time() - started:.0f} s)")
             t0 = time.time()
             execute(exp, stage, device)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -184,3 +186,134 @@ def sha256_text(text: str) -> str:
 def sha256_json(data: Any) -> str:
     """Hash of a JSON-able structure, independent of key order and formatting."""
     return sha256_text(json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")))
+
+
+# ---------------------------------------------------------------------------------------------- one writer
+
+LOCK_NAME = ".hmx.lock"  # inside a locked folder; never counts as content (see holds_files)
+
+
+def holds_files(folder: str | Path) -> bool:
+    """True when `folder` holds anything besides a lock file (a killed run leaves its unlocked lock file)."""
+    folder = Path(folder)
+    return folder.is_dir() and any(p.name != LOCK_NAME for p in folder.iterdir())
+
+
+class OutputLock:
+    """An exclusive `fcntl.flock` on a lock file, so one hmx process at a time writes an output.
+
+    The kernel drops a flock when its holder dies, even by SIGKILL: a crashed run never leaves a stale lock
+    that blocks `--resume`. The file holds the holder's pid (for the refusal message only) and is removed on
+    release. Lock files are checked to still be the file at their path after locking: a holder that removes
+    the file while another process waits on the old one must not leave two holders."""
+
+    def __init__(self, target: str | Path, lock_file: str | Path):
+        self.target, self.path = Path(target), Path(lock_file)
+        self.fd: int | None = None
+        self.made_folder = False
+
+    def acquire(self) -> "OutputLock":
+        if not self.path.parent.exists():
+            self.made_folder = True  # an output the refused command made is removed again on release
+        for _ in range(100):  # only lost races with another holder's release repeat this
+            fd = self._open()
+            if fd is None:
+                continue
+            if self._lock(fd) and _same_file(fd, self.path):
+                self.fd = fd
+                self._write_pid()
+                return self
+            os.close(fd)
+        raise UserError(f"{self.target}: cannot lock (its lock file {self.path} keeps changing)")
+
+    def _open(self) -> int | None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the folder was removed by a releasing holder in between: try again
+            return None
+        except OSError as exc:
+            raise UserError(f"{self.target}: cannot create the lock file {self.path.name} ({exc.strerror or exc})") from None
+
+    def _lock(self, fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _read_pid(fd)
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # e.g. ENOLCK on some mounts
+                raise UserError(f"{self.target}: cannot lock ({exc.strerror or exc}); the file system may not "
+                                "support locks") from None  # fmt: skip
+            raise UserError(f"{self.target}: in use by another hmx process (pid {holder}); "
+                            "wait for it to finish or stop it first") from None  # fmt: skip
+        return True
+
+    def _write_pid(self) -> None:
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:  # a full disk: the lock holds all the same, only the message lacks the pid
+            pass
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        _drop(self.fd, self.path)
+        self.fd = None
+        if self.made_folder:
+            try:
+                self.path.parent.rmdir()  # only when empty: the command wrote nothing
+            except OSError:
+                pass
+
+    def follow_moved_folder(self, moved_to: Path) -> None:
+        """The locked folder was renamed to `moved_to` (`--force` moves an old run aside) and a new one made at
+        the old path: lock the new folder before letting go of the old lock, which went along with the rename."""
+        old = self.fd
+        self.fd = None
+        try:
+            self.acquire()
+        finally:
+            _drop(old, moved_to / self.path.name)
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+def _drop(fd: int, path: Path) -> None:
+    """Remove the lock file (while still holding it, and only if it is ours), then let go."""
+    try:
+        if _same_file(fd, path):
+            path.unlink()
+    except OSError:
+        pass
+    os.close(fd)
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        text = ""
+    return text if text.isdigit() else "unknown"
+
+
+def folder_lock(folder: str | Path) -> OutputLock:
+    """The lock of an output folder (run, eval or experiment folder); made when missing."""
+    return OutputLock(folder, Path(folder) / LOCK_NAME)
+
+
+def file_lock(path: str | Path) -> OutputLock:
+    """The lock of an output file, beside it (`<name>.lock`): its folder may be shared with other outputs."""
+    path = Path(path)
+    return OutputLock(path, path.with_name(f"{path.name}.lock"))

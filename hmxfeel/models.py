@@ -98,18 +98,32 @@ def embedded_dir() -> Path:
     return target
 
 
-def resolve(spec: str) -> str:
-    """Turn a model spec into something `from_pretrained` accepts, or fail with one clear line."""
+def check_spec(spec: str) -> str:
+    """Refuse a model spec that cannot name a model, without loading anything (an experiment checks every
+    model before its first stage). A Hub id is only checked for its owner/name shape."""
     if spec == EMBEDDED:
-        return str(embedded_dir())
+        return spec
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
             raise UserError(f"model folder {spec} has no config.json")
-        return str(path)
+        return spec
     if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
-        raise UserError(f"unknown model '{spec}': not 'embedded', not an existing folder, not a Hub id (owner/name)")
-    return spec  # a Hub id: from_pretrained downloads it (or finds it in the HF cache when offline)
+        import difflib
+
+        hint = " (did you mean 'embedded'?)" if difflib.get_close_matches(spec, [EMBEDDED], n=1) else ""
+        raise UserError(f"unknown model '{spec}'{hint}: not 'embedded', not an existing folder, not a Hub id (owner/name)")
+    return spec
+
+
+def resolve(spec: str) -> str:
+    """Turn a model spec into something `from_pretrained` accepts, or fail with one clear line."""
+    check_spec(spec)
+    if spec == EMBEDDED:
+        return str(embedded_dir())
+    path = Path(spec).expanduser()
+    # A Hub id: from_pretrained downloads it (or finds it in the HF cache when offline).
+    return str(path) if path.exists() else spec
 
 
 def _looks_like_hub_id(spec: str) -> bool:
@@ -189,6 +203,25 @@ def default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(device: str, where: str = "--device") -> str:
+    """'cpu', 'cuda' or 'cuda:N', a GPU only where torch sees one: refused here, before any model loads, rather
+    than as torch's error from deep inside the first `.to(device)`."""
+    kind, _, index = str(device).partition(":")
+    if kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit())):
+        hint = " (did you mean 'cuda'?)" if kind in ("gpu", "nvidia") else ""
+        raise UserError(f"{where} must be 'cpu' or 'cuda' (or 'cuda:N'), got {device!r}{hint}")
+    if kind == "cuda":
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"{where} {device}: torch sees no CUDA GPU on this machine (torch {torch.__version__}); "
+                            f"use {where} cpu")  # fmt: skip
+        if index and int(index) >= count:
+            raise UserError(f"{where} {device}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
+    return device
 
 
 def default_dtype(device: str):

@@ -26,7 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from hmxfeel.errors import UserError
-from hmxfeel.io import atomic_write_json, atomic_write_text, check_keys, read_jsonl, read_text, read_yaml, sha256_text
+from hmxfeel.io import (atomic_write_json, atomic_write_text, check_keys, file_lock, read_jsonl, read_text, read_yaml,
+                        sha256_text)
 
 DATA = Path(__file__).parent / "data"
 SCALES_PATH = DATA / "rating_scales.yaml"
@@ -497,12 +498,13 @@ def _rated_rows(path: Path, key: dict, seen: dict) -> list[dict]:
 def import_ratings(paths, key_path, out_path) -> dict:
     """Check the ratings files against the key and write the joined JSONL; returns {rows, answers, raters}."""
     out_path = Path(out_path)
-    if out_path.exists():
-        raise UserError(f"{out_path}: already exists (choose another --out)")
-    key = load_key(key_path)
-    seen: dict = {}  # (rater, id) -> where it was first rated, across all files
-    joined = [row for path in paths for row in _rated_rows(Path(path), key, seen)]
-    atomic_write_text(out_path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in joined))
+    with file_lock(out_path):  # the existence check and the write, with no second import in between
+        if out_path.exists():
+            raise UserError(f"{out_path}: already exists (choose another --out)")
+        key = load_key(key_path)
+        seen: dict = {}  # (rater, id) -> where it was first rated, across all files
+        joined = [row for path in paths for row in _rated_rows(Path(path), key, seen)]
+        atomic_write_text(out_path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in joined))
     return {"rows": len(joined), "answers": len({r["id"] for r in joined}), "raters": sorted({r["rater"] for r in joined})}
 
 
@@ -600,15 +602,21 @@ def _paired_scale(answers: list[dict], cond_a: str, cond_b: str, scale: str) -> 
 
 
 def _paired(answers: list[dict], names: list[str]) -> list[dict]:
-    """Paired differences per (source kind, model), comparison and scale, where both sides exist."""
+    """Paired differences per (source kind, model), comparison and scale, where both sides exist: pooled over
+    seeds, then (with several seeds) each seed on its own, so a reader sees whether every seed agrees."""
     out = []
     for kind, model in sorted({(a["meta"].get("kind"), a["meta"].get("model")) for a in answers}, key=_order):
         mine = [a for a in answers if (a["meta"].get("kind"), a["meta"].get("model")) == (kind, model)]
         for cond_a, cond_b in COMPARISONS:
             for scale in names:
                 row = _paired_scale(mine, cond_a, cond_b, scale)
-                if row:
-                    out.append({"source": kind, "model": model, "a": cond_a, "b": cond_b, "scale": scale, **row})
+                if not row:
+                    continue
+                out.append({"source": kind, "model": model, "a": cond_a, "b": cond_b, "scale": scale, **row})
+                for seed in row["seeds"] if len(row["seeds"]) > 1 else ():
+                    one = [a for a in mine if a["meta"].get("seed") in (seed, None)]  # the base model has no seed
+                    out.append({"source": kind, "model": model, "a": cond_a, "b": cond_b, "scale": scale,
+                                **_paired_scale(one, cond_a, cond_b, scale)})  # fmt: skip
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
+from hmxfeel.errors import NonFiniteError
 from hmxfeel.monitors import text_health
 from hmxfeel.rubric import Rubric
 
@@ -35,14 +36,34 @@ def completion_text(completion) -> str:
     return "".join(m.get("content", "") for m in completion if m.get("role", "assistant") == "assistant")
 
 
-def score_answers(judge: Scorer, rubric: Rubric, user_prompts: list[str], answers: list[str]) -> dict[str, list[float]]:
-    """Per-criterion scores plus `overall` (the weighted mean), all in [0, 1]."""
+def score_answers(judge: Scorer, rubric: Rubric, user_prompts: list[str], answers: list[str],
+                  prompt_ids: list | None = None) -> dict[str, list[float]]:  # fmt: skip
+    """Per-criterion scores plus `overall` (the weighted mean), all in [0, 1]. A NaN / inf score (an overflow in
+    a low-precision judge, say) stops here, where it is born: training would turn it into NaN advantages and
+    evaluation into NaN means."""
     judged = judge.score(user_prompts, answers).scores
     names = rubric.names + (["impression"] if "impression" in judged else [])
     result = {name: list(judged[name]) for name in names}
     weight = getattr(getattr(judge, "fmt", None), "impression_weight", 0.0) if "impression" in judged else 0.0
+    for name in names:
+        if len(result[name]) != len(answers):  # a judge bug, not a number problem
+            raise RuntimeError(f"judge returned {len(result[name])} '{name}' scores for {len(answers)} answers")
+        check_finite(result[name], f"judge score for criterion '{name}'", user_prompts, answers, prompt_ids)
     result["overall"] = [rubric.combine({n: result[n][i] for n in names}, weight) for i in range(len(answers))]
     return result
+
+
+def check_finite(values, what: str, user_prompts: list[str], answers: list[str], prompt_ids: list | None = None) -> None:
+    """Raise a NonFiniteError naming `what`, the prompt and the start of the answer of the first bad value."""
+    for i, value in enumerate(values):
+        try:
+            if math.isfinite(float(value)):
+                continue
+        except (TypeError, ValueError):  # None or text: not a number at all
+            pass
+        pid = f"prompt {prompt_ids[i]} " if prompt_ids is not None and i < len(prompt_ids) else "prompt "
+        raise NonFiniteError(f"{what} is {value!r} (not a finite number) for {pid}{user_prompts[i][:60]!r}, "
+                             f"answer {answers[i][:60]!r}")  # fmt: skip
 
 
 class RubricReward:
@@ -55,15 +76,16 @@ class RubricReward:
         self.on_scores = on_scores  # optional hook(prompts, answers, scores, rewards, step), e.g. a sample logger
         self.__name__ = f"rubric_{direction}"  # TRL names reward columns/metrics after this
 
-    def __call__(self, prompts, completions, log_metric=None, log_extra=None, trainer_state=None, **_) -> list[float]:
+    def __call__(self, prompts, completions, log_metric=None, log_extra=None, trainer_state=None, prompt_id=None,
+                 **_) -> list[float]:  # fmt: skip
+        # TRL passes the dataset's other columns by name: `prompt_id` names the prompt in an error.
         users = [last_user_text(p) for p in prompts]
         answers = [completion_text(c) for c in completions]
-        scores = score_answers(self.judge, self.rubric, users, answers)
+        scores = score_answers(self.judge, self.rubric, users, answers, prompt_id)
         overall = scores["overall"]
-        rewards = [self.scale * (x if self.direction == "human" else 1.0 - x) for x in overall]
-        # Guard the contract TRL relies on: exactly one finite float per completion.
-        if len(rewards) != len(completions) or not all(isinstance(r, float) and math.isfinite(r) for r in rewards):
-            raise RuntimeError(f"reward must return {len(completions)} finite floats, got {rewards!r}")
+        rewards = [float(self.scale * (x if self.direction == "human" else 1.0 - x)) for x in overall]
+        # The contract TRL relies on: one finite float per completion (score_answers checked the count).
+        check_finite(rewards, f"{self.direction} reward", users, answers, prompt_id)
         for name, values in scores.items():
             if log_metric is not None:
                 mean = sum(values) / len(values)

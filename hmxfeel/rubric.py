@@ -332,10 +332,17 @@ def parse(data: dict, source: str) -> Rubric:
     )
 
 
-def load(path: str | Path | None = None) -> Rubric:
-    """Load and validate a rubric file (the packaged default when `path` is None)."""
+def load(path: str | Path | None = None, extra_formats: str | Path | None = None) -> Rubric:
+    """Load and validate a rubric file (the packaged default when `path` is None). `extra_formats`: a YAML file
+    with a `formats:` mapping added to the rubric's own (e.g. bench/judge_variants.yaml, for measurements)."""
     path = Path(str(path or DEFAULT_RUBRIC))
-    return parse(read_yaml(path), str(path))
+    data = read_yaml(path)
+    if extra_formats is not None:
+        extra = read_yaml(extra_formats).get("formats")
+        if not isinstance(extra, dict) or not extra:
+            raise UserError(f"{extra_formats}: needs a non-empty 'formats:' mapping")
+        data = {**data, "formats": {**data.get("formats", {}), **extra}}
+    return parse(data, str(path))
 
 
 def check_single_tokens(fmt: ScoreFormat, tokenizer) -> dict[str, int]:

@@ -21,8 +21,9 @@ from hmxfeel import chat, models
 from hmxfeel import config as config_mod
 from hmxfeel import prompts as prompts_mod
 from hmxfeel import rubric as rubric_mod
-from hmxfeel.errors import UserError
-from hmxfeel.io import append_jsonl, atomic_write_json, atomic_write_text, read_text, share_like_umask, truncate_jsonl
+from hmxfeel.errors import NonFiniteError, UserError
+from hmxfeel.io import (OutputLock, append_jsonl, atomic_write_json, atomic_write_text, folder_lock, holds_files,
+                        read_text, share_like_umask, truncate_jsonl)
 from hmxfeel.judge import judge_spec, make_judge
 from hmxfeel.monitors import make_callback, safety_callback
 from hmxfeel.reward import DIRECTIONS, RubricReward
@@ -51,11 +52,12 @@ def versions() -> dict:
     }
 
 
-def prepare_out_dir(out: Path, resume: bool, force: bool) -> dict | None:
-    """Return the previous run record when resuming; refuse to write over a run unless asked to."""
+def prepare_out_dir(out: Path, resume: bool, force: bool, lock: OutputLock | None = None) -> dict | None:
+    """Return the previous run record when resuming; refuse to write over a run unless asked to. `lock` is the
+    caller's lock on `out`: with --force it moves to the new folder, not along with the old run."""
     if resume:
         return read_run_record(out)
-    if out.exists() and any(out.iterdir()):
+    if holds_files(out):
         if not force:
             raise UserError(f"{out}: folder already holds files; use --resume to continue or --force to start over")
         # --force never deletes: the old run is moved aside.
@@ -64,11 +66,19 @@ def prepare_out_dir(out: Path, resume: bool, force: bool) -> dict | None:
             os.replace(out, aside)
         except OSError as exc:
             raise UserError(f"{out}: cannot move the old run aside to {aside.name} ({exc.strerror or exc})") from None
+        if lock is not None:
+            lock.follow_moved_folder(aside)  # makes the new folder
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"{out}: cannot create the run folder ({exc.strerror or exc})") from None
     return None
+
+
+def run_is_complete(out: Path, record: dict | None = None) -> bool:
+    """The run in `out` trained all its steps and its adapter is in place (a rerun has nothing to do)."""
+    record = record if record is not None else (read_run_record(out) if (out / RUN_FILE).exists() else {})
+    return record.get("status") == "complete" and (out / "adapter" / "adapter_config.json").exists()
 
 
 def _checkpoint_problem(ckpt: Path) -> str | None:
@@ -289,18 +299,18 @@ def train(
     resume: bool = False,
     force: bool = False,
     device: str | None = None,
+    resume_hint: str = "continue with --resume",
 ) -> Path:
-    """Train one adapter; returns the adapter folder."""
-    import torch
-    from peft import LoraConfig
-    from trl import GRPOConfig
-
+    """Train one adapter; returns the adapter folder. The main process holds the run folder's lock throughout,
+    so a second process on the same folder is refused before it writes anything. `resume_hint` is the last
+    part of the message when a signal or a monitor stops the run (`hmx run` resumes by rerunning)."""
     if direction not in DIRECTIONS:
         raise UserError(f"--direction must be one of {DIRECTIONS}, got {direction!r}")
+    device = models.check_device(device or models.default_device())
     if cfg.use_vllm:
         import importlib.util
 
-        if (device or models.default_device()) == "cpu":
+        if device == "cpu":
             raise UserError("use_vllm needs a GPU (vLLM rollouts are not supported on CPU)")
         if importlib.util.find_spec("vllm") is None:
             raise UserError("use_vllm needs vLLM: pip install 'hmx-feel[vllm]'")
@@ -309,17 +319,32 @@ def train(
     # Under `accelerate launch` every rank runs this function; only the main process writes run files.
     from accelerate import PartialState
 
-    device = device or models.default_device()
     # cpu=True makes a CPU-only multi-process launch (gloo) initialise as multi-process, not as two single ranks.
     dist = PartialState(cpu=device == "cpu")
+    if not dist.is_main_process:
+        return _train(model_spec, direction, out, cfg, rubric_path, prompts_path, resume, force, device, dist, None,
+                      resume_hint)  # fmt: skip
+    with folder_lock(out) as lock:
+        return _train(model_spec, direction, out, cfg, rubric_path, prompts_path, resume, force, device, dist, lock,
+                      resume_hint)  # fmt: skip
+
+
+def _train(model_spec, direction, out, cfg, rubric_path, prompts_path, resume, force, device, dist, lock, resume_hint):
+    import torch
+    from peft import LoraConfig
+    from trl import GRPOConfig
+
     main = dist.is_main_process
     with dist.main_process_first():
-        previous = prepare_out_dir(out, resume, force) if main else (read_run_record(out) if resume else None)
+        previous = prepare_out_dir(out, resume, force, lock) if main else (read_run_record(out) if resume else None)
     if previous is not None:  # a resumed run keeps its own settings
         if previous["model"] != model_spec or previous["direction"] != direction:
             raise UserError(
                 f"{out}: holds a {previous['direction']} run of {previous['model']}, not {direction} of {model_spec}"
             )
+        if run_is_complete(out, previous):  # resuming would train past the last step and overwrite the adapter
+            raise UserError(f"{out}: the run is complete ({previous.get('steps_done')}/{previous['config'].get('steps')} "
+                            f"steps, adapter in {out / 'adapter'}); nothing to do")  # fmt: skip
         known = {f.name for f in dataclasses.fields(config_mod.TrainConfig)}
         unknown = sorted(set(previous.get("config", {})) - known)
         if unknown:  # written by another hmx-feel version: resuming would silently drop those settings
@@ -433,7 +458,10 @@ def train(
     for log in ("metrics.jsonl", "samples.jsonl") if main else ():  # drop lines written after that checkpoint
         truncate_jsonl(out / log, lambda row: row.get("step", 0) <= done_step)
     dist.wait_for_everyone()
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except NonFiniteError as exc:
+        raise _stopped_by_non_finite(exc, out, record, trainer.state.global_step, main) from None
 
     steps_done = trainer.state.global_step
     record.update(alerts=monitor.alerts, steps_done=steps_done)
@@ -443,13 +471,28 @@ def train(
         record.update(status="interrupted", stopped_by=why)
         if main:
             atomic_write_json(out / RUN_FILE, record)
-        raise UserError(f"{out}: stopped by {why} after step {steps_done} (checkpoint saved); continue with --resume")
+        raise UserError(f"{out}: stopped by {why} after step {steps_done} (checkpoint saved); {resume_hint}")
     record.update(status="complete", finished=time.time())
     if main:
         save_adapter(trainer.model, out / "adapter", record)
         atomic_write_json(out / RUN_FILE, record)
     dist.wait_for_everyone()
     return out / "adapter"
+
+
+def _stopped_by_non_finite(exc: NonFiniteError, out: Path, record: dict, steps_done: int, main: bool) -> NonFiniteError:
+    """The run record after a NaN / inf reward, and the one-line error. TRL computes rewards inside a step,
+    before its optimizer update: the exception ends that step with nothing of it applied or saved, so the newest
+    checkpoint on disk (if any) is the last good state, untouched; `--resume` would continue from it."""
+    try:
+        kept = last_checkpoint(out / "checkpoints")
+    except UserError:
+        kept = None
+    where = f"checkpoint of step {kept.name.split('-')[1]} kept" if kept else "no checkpoint yet"
+    record.update(status="failed", steps_done=steps_done, stopped_by=f"non-finite number at step {steps_done + 1}: {exc}")
+    if main:
+        atomic_write_json(out / RUN_FILE, record)
+    return NonFiniteError(f"{out}: step {steps_done + 1}: {exc}; training stopped ({where})")
 
 
 def save_adapter(model, target: Path, meta: dict) -> Path:

@@ -13,6 +13,8 @@ import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+# Judge formats kept for measurement only (not in the packaged rubric); tests of those readers add them.
+VARIANTS = REPO / "bench" / "judge_variants.yaml"
 
 
 def need_shared(sub: str = "") -> Path:

@@ -29,6 +29,18 @@ def test_mean_interval_is_clipped_to_bounds():
     assert st["ci95"][1] <= 1.0
 
 
+def test_mean_never_averages_a_nan_and_counts_what_it_left_out():
+    st = metrics.mean([0.5, float("nan"), 1.0, float("inf")])
+    assert st["value"] == 0.75 and st["n"] == 2 and st["n_nonfinite"] == 2
+    assert all(math.isfinite(x) for x in [st["stderr"], *st["ci95"]])
+    assert "n_nonfinite" not in metrics.mean([0.5, 1.0])
+    only_nan = metrics.mean([float("nan")])
+    assert math.isnan(only_nan["value"]) and only_nan["n"] == 0 and only_nan["n_nonfinite"] == 1
+    from hmxfeel.evals.runner import record
+
+    assert record("x", "m", st, {})["n_nonfinite"] == 2  # carried into results.json
+
+
 def test_mc1_is_argmax_of_loglikelihoods():
     assert metrics.mc1_correct([-3.0, -1.0, -2.0], 1)
     assert not metrics.mc1_correct([-3.0, -1.0, -2.0], 0)

@@ -73,12 +73,12 @@ def test_parallel_on_gpu_unknown_preset_and_packaged_presets(tmp_path):
 
 
 
-def start_run_until_training_logs(path, out):
+def start_run_until_training_logs(path, out, stderr=subprocess.DEVNULL):
     """`hmx run` in its own process group, returned (with the human-like training's metrics log) once that
     training has logged a step."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "hmxfeel.cli", "run", path, "--out", str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+                            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)  # fmt: skip
     metrics = out / "twin" / "seed0" / "human" / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().strip()):
@@ -89,8 +89,16 @@ def start_run_until_training_logs(path, out):
 def test_tiny_experiment_killed_mid_stage_then_resumed(tmp_path, smol_twin):
     path, out = tiny_experiment(tmp_path, smol_twin), tmp_path / "run"
     proc, metrics = start_run_until_training_logs(path, out)
+    # Meanwhile the same command in a second terminal, or a training on the stage's folder, is refused.
+    busy = f"in use by another hmx process (pid {proc.pid}); wait for it to finish or stop it first"
+    for args, folder in ((["run", path, "--out", out], out),
+                         (["train", "--model", smol_twin, "--out", out / "twin/seed0/human", "--resume"], out / "twin/seed0/human")):  # fmt: skip
+        code, line = cli_error(args)
+        assert code == 2 and line == f"hmx: error: {folder}: {busy}"
+    assert proc.poll() is None
     os.killpg(proc.pid, signal.SIGKILL)  # the whole process group, without warning
     proc.wait()
+    assert (out / ".hmx.lock").exists()  # left by the dead runner; the rerun below is not blocked by it
     state = json.loads((out / "stages.json").read_text())
     assert "twin/eval-base" in state["done"] and "twin/seed0/train-human" not in state["done"]
 
@@ -120,6 +128,29 @@ def test_tiny_experiment_killed_mid_stage_then_resumed(tmp_path, smol_twin):
     assert time.time() - t0 < 30
     with pytest.raises(UserError, match="different experiment"):
         experiment.run(exp, text + "\nlimit: 2\n", out)
+
+
+def cli_error(args) -> tuple[int, str]:
+    """Exit code and the one error line of an in-process `hmx` call."""
+    from typer.testing import CliRunner
+
+    from hmxfeel.cli import app
+    from tests.test_hostile_input import one_error_line
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, one_error_line(result.stderr)
+
+
+def test_ctrl_c_during_training_says_how_hmx_run_resumes(tmp_path, smol_twin):
+    path, out = tiny_experiment(tmp_path, smol_twin, safety=False, train={"steps": 20}), tmp_path / "run"
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as stderr:
+        proc, _ = start_run_until_training_logs(path, out, stderr=stderr)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's foreground process group
+        assert proc.wait(timeout=120) == 2
+    text = log.read_text()
+    assert "stopped by signal SIGINT" in text and "rerun the same command to resume" in text
+    assert "--resume" not in text  # `hmx run` has no such flag
 
 
 def test_parallel_stages_respect_dependencies(tmp_path, smol_twin):

@@ -5,12 +5,14 @@ test_rubric.py and test_prompts_config.py are not repeated here."""
 import errno
 import json
 import os
+import re
 import tempfile
 
 import pytest
 from typer.testing import CliRunner
 
 from hmxfeel.cli import app
+from tests.test_rating import _bad_cases, export, filled, sheet, sources, write_csv  # noqa: F401 (sheet, sources: fixtures)
 
 runner = CliRunner()
 
@@ -22,8 +24,10 @@ def run(*args):
 
 
 def one_error_line(output: str) -> str:
-    # Library progress bars ("Loading weights: 100%|...| 20/20 [..it/s]") are not error output.
-    lines = [line for line in output.splitlines() if line.strip() and "it/s]" not in line]
+    # Library progress bars ("Loading weights: 100%|...| 20/20 [..it/s]") are not error output; a bar's last
+    # frame may share its line with the error that ended it.
+    lines = [re.sub(r".*(it/s|s/it)\]", "", line) for line in output.splitlines()]
+    lines = [line for line in lines if line.strip()]
     assert len(lines) == 1, output
     assert lines[0].startswith("hmx: error: ")
     assert "Traceback" not in output
@@ -92,6 +96,9 @@ GOOD_PROMPTS = [{"id": "a", "prompt": "How are you?", "split": "train"}, {"id": 
         ("non_utf8", b"steps: 3\nsystem_prompt: caf\xe9\n", "not UTF-8"),
         ("out_of_range", "temperature: 0\n", "temperature must be > 0"),
         ("duplicate_key", "steps: 3\nlearning_rate: 0.1\nsteps: 300\n", "line 3 invalid YAML (duplicate key 'steps')"),
+        ("unknown_loss_type", "loss_type: dapoo\n", "loss_type must be one of"),
+        ("nan_number", "learning_rate: .nan\n", "learning_rate must be a finite number"),
+        ("not_a_number", "learning_rate: 3e-4x\n", "'learning_rate' must be float, got str '3e-4x'"),
     ],
 )
 def test_bad_config_file_via_cli(tmp_path, name, content, needle):
@@ -242,7 +249,12 @@ def _raise(err, name):
 def test_full_disk_while_writing_the_run_record(smol_twin, tmp_path, monkeypatch):
     """ENOSPC from the atomic rename of run.json: one line naming the file, no traceback, no temp file left."""
     out = tmp_path / "run"
-    monkeypatch.setattr(os, "replace", _raise(errno.ENOSPC, "replace"))
+    real_replace = os.replace
+
+    def replace(src, dst, *a, **k):  # only the run record: a cold cache writes other files on the way
+        return (_raise(errno.ENOSPC, "replace") if str(dst).endswith("run.json") else real_replace)(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", replace)
     line = fails(["train", "--model", smol_twin, "--out", out, "--device", "cpu", "--steps", "1"], "run.json")
     assert "No space left on device" in line
     assert not any(p.name.startswith(".run.json") for p in out.glob("*"))
@@ -407,3 +419,148 @@ def test_resume_of_a_run_from_another_version_is_refused(tmp_path):
     code, text = run("train", "--model", "embedded", "--out", str(out), "--resume")
     assert code == 2 and "unknown config fields ['warp_drive']" in one_error_line(text)
     assert (out / "run.json").read_text() == before
+
+
+# ------------------------------------------------------------------------------------------------ flags
+
+def test_steps_flag_out_of_range(tmp_path):
+    fails(["train", "--model", "x/y", "--steps", "0", "--out", tmp_path / "run"], "steps must be >= 1")
+    assert not (tmp_path / "run").exists()
+
+
+def test_device_gpu_is_not_a_device(tmp_path):
+    fails(["train", "--model", "x/y", "--device", "gpu", "--out", tmp_path / "run"], "--device must be 'cpu' or 'cuda'",
+          "did you mean 'cuda'")  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
+def test_device_cuda_without_a_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    fails(["eval", "--model", "x/y", "--device", "cuda", "--out", tmp_path / "ev"], "--device cuda", "no CUDA GPU")
+    assert not (tmp_path / "ev").exists()
+
+
+def test_prompt_file_without_a_train_split(tmp_path):
+    path = write(tmp_path / "p.jsonl", prompts_text([{"id": "a", "prompt": "Hi", "split": "eval"}]))
+    fails(["train", "--model", "x/y", "--prompts", path, "--out", tmp_path / "run"], "p.jsonl", "split 'train'")
+    assert no_run(tmp_path / "run")
+
+
+# ------------------------------------------------------------------------------------------------ finished work
+
+def test_resume_of_a_finished_run_has_nothing_to_do(tmp_path):
+    out = fake_run(tmp_path / "run")
+    record = json.loads((out / "run.json").read_text())
+    record.update(status="complete", steps_done=record["config"]["steps"])
+    write(out / "run.json", json.dumps(record))
+    write(out / "adapter" / "adapter_config.json", "{}")
+    before = snapshot(out)
+    line = fails(["train", "--model", "someone/else", "--out", out, "--resume"], str(out), "the run is complete",
+                 "(30/30 steps", "nothing to do")  # fmt: skip
+    assert snapshot(out) == before and "--resume" not in line
+
+
+@pytest.mark.parametrize("resume", [True, False])
+def test_eval_folder_of_another_adapter(tmp_path, resume):
+    out = write(tmp_path / "ev" / "results.json", json.dumps({"manifest": {"model": "x/y", "adapter": "A1"}, "records": []})).parent
+    before = snapshot(out)
+    line = fails(["eval", "--model", "x/y", "--adapter", "A2", "--out", out] + (["--resume"] if resume else []),
+                 "holds the evaluation of x/y + adapter A1, not of x/y + adapter A2", "another --out")  # fmt: skip
+    assert "--resume" not in line  # the way out is never the flag that was just refused
+    assert snapshot(out) == before
+
+
+def test_nan_judge_score_during_eval(smol_twin, tmp_path, monkeypatch):
+    from hmxfeel.evals import humanlike
+    from tests.test_crash_safety import nan_judge_after
+
+    nan_judge_after(monkeypatch, humanlike, good_calls=0, criterion="intentions")
+    out = tmp_path / "ev"
+    fails(["eval", "--model", smol_twin, "--suite", "humanlike", "--limit", "2", "--out", out, "--device", "cpu"],
+          "judge score for criterion 'intentions' is nan", "for prompt ", "answer '")  # fmt: skip
+    assert not (out / "results.json").exists() and not (out / "items" / "humanlike.jsonl").exists()  # no item kept
+
+
+# ------------------------------------------------------------------------------------------------ experiments
+
+@pytest.mark.parametrize(
+    "name, text, needles",
+    [
+        ("typo_model", "models: [{model: embeded}]\n", ["models[0]: unknown model 'embeded'", "did you mean 'embedded'"]),
+        ("unknown_suite", "models: [{model: embedded}]\nsuite: fast\n", ["'suite' must be one of", "got 'fast'"]),
+        ("bad_loss_type", "models: [{model: embedded}]\ntrain: {loss_type: dapoo}\n", ["train: loss_type must be one of"]),
+        ("text_rate", "models: [{model: embedded}]\nhuman: {learning_rate: fast}\n", ["human: 'learning_rate' must be float"]),
+        ("zero_limit", "models: [{model: embedded}]\nlimit: 0\n", ["'limit' must be an integer >= 1"]),
+        ("gpu_device", "models: [{model: embedded}]\ndevice: gpu\n", ["device: must be 'cpu' or 'cuda'"]),
+    ],
+)
+def test_experiment_refused_before_the_first_stage(tmp_path, name, text, needles):
+    path = write(tmp_path / f"{name}.yaml", text)
+    line = fails(["run", path, "--out", tmp_path / "o"], *needles)
+    assert "--suite" not in line and "--limit" not in line and "--device" not in line  # flags the user never typed
+    assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------------------------ busy outputs
+
+def _busy_cases(tmp_path):
+    """(target to lock, lock kind, command) for each command that writes an output, on an output in use."""
+    exp = write(tmp_path / "e.yaml", "models: [{model: x/y}]\n")
+    return {
+        "train": (fake_run(tmp_path / "run", model="x/y"), "folder", ["train", "--model", "x/y", "--out", tmp_path / "run", "--resume"]),
+        "eval": (tmp_path / "ev", "folder", ["eval", "--model", "x/y", "--out", tmp_path / "ev", "--resume"]),
+        "run": (tmp_path / "exp", "folder", ["run", exp, "--out", tmp_path / "exp"]),
+        "rate import": (tmp_path / "joined.jsonl", "file", ["rate", "import", tmp_path / "r.csv", "--key", tmp_path / "k.json",
+                                                             "--out", tmp_path / "joined.jsonl"]),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "run", "rate import"])
+def test_output_in_use_by_another_process(tmp_path, command):
+    from tests.test_crash_safety import lock_held_elsewhere
+
+    target, kind, args = _busy_cases(tmp_path)[command]
+    with lock_held_elsewhere(target, kind) as holder:
+        before = snapshot(tmp_path)
+        fails(args, f"{target}: in use by another hmx process (pid {holder.pid}); wait for it to finish")
+        assert snapshot(tmp_path) == before
+
+
+# ------------------------------------------------------------------------------------------------ rating kit
+
+@pytest.mark.parametrize("case", ["unknown id", "duplicate", "out of range", "text value"])
+def test_rating_file_with_a_bad_row(tmp_path, sheet, case):
+    out, key_path, _ = sheet
+    rows, lineno, problem = _bad_cases(filled(out / "ratings-template.csv", "alice"))[case]
+    bad = write_csv(tmp_path / "bad.csv", rows)
+    before = snapshot(tmp_path)
+    fails(["rate", "import", bad, "--key", key_path, "--out", tmp_path / "joined.jsonl"], f"{bad}:{lineno}:", problem)
+    assert snapshot(tmp_path) == before
+
+
+def test_ratings_checked_against_the_key_of_another_sheet(tmp_path, sheet, sources):
+    out, _, _ = sheet
+    _, other_key = export(tmp_path, [sources["plain"]], "other")
+    ratings = write_csv(tmp_path / "alice.csv", filled(out / "ratings-template.csv", "alice"))
+    before = snapshot(tmp_path)
+    fails(["rate", "import", ratings, "--key", other_key, "--out", tmp_path / "joined.jsonl"], f"{ratings}:2:",
+          "a key from another sheet")  # fmt: skip
+    assert snapshot(tmp_path) == before
+
+
+def test_empty_ratings_file(tmp_path, sheet):
+    _, key_path, _ = sheet
+    empty = write(tmp_path / "alice.csv", "")
+    before = snapshot(tmp_path)
+    fails(["rate", "import", empty, "--key", key_path, "--out", tmp_path / "joined.jsonl"], str(empty), "empty file")
+    assert snapshot(tmp_path) == before
+
+
+def test_rating_sheet_exported_onto_an_existing_folder(tmp_path, sources):
+    existing = write(tmp_path / "sheet" / "notes.txt", "mine").parent
+    before = snapshot(tmp_path)
+    fails(["rate", "export", sources["plain"], "--out", existing], str(existing), "already exists")
+    assert snapshot(tmp_path) == before

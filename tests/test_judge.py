@@ -4,6 +4,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from conftest import VARIANTS
 from hmxfeel import models, rubric as R
 from hmxfeel import chat
 from hmxfeel.judge import GenerativeJudge, LikelihoodJudge, LogitJudge, ReadoutJudge, judge_prompt, make_judge
@@ -27,7 +28,7 @@ class ControlledLM(torch.nn.Module):
 
 
 def test_prompt_puts_rubric_before_exchange_before_question():
-    r = R.load()
+    r = R.load(extra_formats=VARIANTS)
     text = judge_prompt(r.criteria[0], r.format("yes_no"), "PROMPT-X", "ANSWER-Y")
     assert text.index(r.criteria[0].definition) < text.index("PROMPT-X") < text.index("ANSWER-Y")
     assert text.index("ANSWER-Y") < text.index(r.criteria[0].question, text.index("ANSWER-Y"))
@@ -35,7 +36,7 @@ def test_prompt_puts_rubric_before_exchange_before_question():
 
 def test_expected_value_over_yes_no_tokens(smol_twin):
     loaded = models.load(str(smol_twin), device="cpu")
-    tok, r = loaded.tokenizer, R.load()
+    tok, r = loaded.tokenizer, R.load(extra_formats=VARIANTS)
     yes, no = (tok.encode(t, add_special_tokens=False)[0] for t in ("Yes", "No"))
     other = tok.encode("the", add_special_tokens=False)[0]
     fake = ControlledLM(len(tok), {yes: 2.0, no: 1.0, other: 3.0})
@@ -50,7 +51,7 @@ def test_expected_value_over_yes_no_tokens(smol_twin):
 
 def test_expected_value_over_scale_tokens_maps_to_unit_interval(smol_twin):
     loaded = models.load(str(smol_twin), device="cpu")
-    tok, r = loaded.tokenizer, R.load()
+    tok, r = loaded.tokenizer, R.load(extra_formats=VARIANTS)
     ids = {d: tok.encode(str(d), add_special_tokens=False)[0] for d in range(1, 6)}
     fake = ControlledLM(len(tok), {ids[2]: 0.0, ids[4]: math.log(3.0)})  # P(2)=1/4, P(4)=3/4 -> E=3.5
     judge = LogitJudge(fake, tok, loaded.family, r, format_name="scale", prefix_cache=False)
@@ -61,7 +62,7 @@ def test_expected_value_over_scale_tokens_maps_to_unit_interval(smol_twin):
 @pytest.mark.parametrize("fmt", ["yes_no", "likelihood"])
 def test_prefix_cache_gives_the_same_scores(twin_dirs, family, fmt):
     loaded = models.load(str(twin_dirs[family]), device="cpu")
-    r = R.load()
+    r = R.load(extra_formats=VARIANTS)
     args = ("logit", loaded.model, loaded.tokenizer, loaded.family, r)
     cached = make_judge(*args, format_name=fmt, prefix_cache=True, batch_size=2).score(PROMPTS, ANSWERS)
     plain = make_judge(*args, format_name=fmt, prefix_cache=False, batch_size=3).score(PROMPTS, ANSWERS)
@@ -75,7 +76,7 @@ def test_frozen_and_policy_judges_differ_once_adapter_is_nonzero(smol_twin, fmt)
     from peft import LoraConfig, get_peft_model
 
     loaded = models.load(str(smol_twin), device="cpu")
-    r = R.load()
+    r = R.load(extra_formats=VARIANTS)
     base_scores = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, r, format_name=fmt).score(PROMPTS, ANSWERS).scores
     peft_model = get_peft_model(loaded.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
     args = ("logit", peft_model, loaded.tokenizer, loaded.family, r)
@@ -100,7 +101,7 @@ def test_frozen_and_policy_judges_differ_once_adapter_is_nonzero(smol_twin, fmt)
 
 def test_generative_judge_parses_and_falls_back_to_neutral(smol_twin):
     loaded = models.load(str(smol_twin), device="cpu")
-    r = R.load()
+    r = R.load(extra_formats=VARIANTS)
     judge = GenerativeJudge(loaded.model, loaded.tokenizer, loaded.family, r, format_name="scale", retries=1)
     assert judge.parse(" 4 because") == 4 and judge.parse("Score: 2") == 2 and judge.parse("3.5 stars") is None
     assert judge.parse("no digits") is None
@@ -136,7 +137,7 @@ def reference_likelihood_score(loaded, judge, crit, prompt, answer) -> float:
 @pytest.mark.parametrize("fmt", ["likelihood", "request", "demonstrations"])
 def test_likelihood_judge_matches_a_direct_computation(smol_twin, fmt):
     loaded = models.load(str(smol_twin), device="cpu")
-    r = R.load()
+    r = R.load(extra_formats=VARIANTS)
     judge = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, r, format_name=fmt, batch_size=2)
     assert isinstance(judge, LikelihoodJudge)
     assert judge.split_contexts(judge.contexts(r.criteria[0])[0][0], PROMPTS)[0]  # a shared, cacheable prefix was found
@@ -152,7 +153,7 @@ def test_swapping_the_anchors_mirrors_the_likelihood_score(smol_twin):
     import dataclasses
 
     loaded = models.load(str(smol_twin), device="cpu")
-    r = R.load()
+    r = R.load(extra_formats=VARIANTS)
     fmt = r.formats["likelihood"]
     swapped = dataclasses.replace(r, formats={**r.formats, "likelihood": dataclasses.replace(
         fmt, high_system=fmt.low_system, low_system=fmt.high_system)})  # fmt: skip
@@ -166,7 +167,7 @@ def test_judge_factory_picks_the_reader_for_the_format(smol_twin):
     from hmxfeel.errors import UserError
 
     loaded = models.load(str(smol_twin), device="cpu")
-    r = R.load()
+    r = R.load(extra_formats=VARIANTS)
     args = (loaded.model, loaded.tokenizer, loaded.family, r)
     assert isinstance(make_judge("logit", *args), ReadoutJudge)  # the packaged rubric's judge_format
     assert isinstance(make_judge("logit", *args, format_name="demonstrations"), LikelihoodJudge)
@@ -180,7 +181,7 @@ def test_likelihood_prompts_quote_the_criterion_examples_on_their_side(smol_twin
     import dataclasses
 
     loaded = models.load(str(smol_twin), device="cpu")
-    r = R.load()
+    r = R.load(extra_formats=VARIANTS)
     fmt = dataclasses.replace(r.formats["likelihood"], high_system="High. {expresses}", low_system="Low. {does_not}")
     judge = LikelihoodJudge(loaded.model, loaded.tokenizer, loaded.family,
                             dataclasses.replace(r, formats={**r.formats, "likelihood": fmt}), format_name="likelihood")  # fmt: skip
@@ -192,7 +193,7 @@ def test_likelihood_prompts_quote_the_criterion_examples_on_their_side(smol_twin
 
 def test_request_format_adds_the_criterion_request_to_the_user_turn(smol_twin):
     loaded = models.load(str(smol_twin), device="cpu")
-    r = R.load()
+    r = R.load(extra_formats=VARIANTS)
     judge = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, r, format_name="request")
     for crit in r.criteria:
         (high_sys, invite, _), (low_sys, avoid, _) = judge.contexts(crit)
@@ -205,7 +206,7 @@ def test_request_format_adds_the_criterion_request_to_the_user_turn(smol_twin):
 
 def test_demonstrations_format_shows_each_side_its_own_answers(smol_twin):
     loaded = models.load(str(smol_twin), device="cpu")
-    r = R.load()
+    r = R.load(extra_formats=VARIANTS)
     judge = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, r, format_name="demonstrations")
     for crit in r.criteria:
         (high_sys, high_req, high_hist), (low_sys, low_req, low_hist) = judge.contexts(crit)
@@ -220,7 +221,7 @@ def test_surprise_weighting_ignores_tokens_both_contexts_predict(smol_twin):
     import dataclasses
 
     loaded = models.load(str(smol_twin), device="cpu")
-    r = R.load()
+    r = R.load(extra_formats=VARIANTS)
     judge = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, r, format_name="demonstrations")
     uniform = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, dataclasses.replace(r, formats={
         **r.formats, "demonstrations": dataclasses.replace(r.formats["demonstrations"], weighting="uniform")}),

@@ -1,4 +1,5 @@
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -110,3 +111,33 @@ def test_experiment_train_block_takes_report_to(tmp_path):
     path.write_text("models: [{model: embedded}]\nhuman: {report_to: tensorbored}\n")
     with pytest.raises(UserError, match="report_to must be one of"):
         experiment.load(path)
+
+
+def test_flags_override_the_file_and_exponent_numbers_are_floats(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 3\nlearning_rate: 3e-4\nbeta: 1E-2\nreward_scale: -2e+0\n")  # YAML 1.1: three strings
+    cfg = C.load(path, steps=2, seed=5)
+    assert (cfg.steps, cfg.seed) == (2, 5)  # a CLI flag wins over the file
+    assert (cfg.learning_rate, cfg.beta, cfg.reward_scale) == (3e-4, 0.01, -2.0)
+    path.write_text("system_prompt: 3e-4\n")  # a text field keeps its text
+    assert C.load(path).system_prompt == "3e-4"
+
+
+def test_experiment_train_blocks_are_typed_and_validated_when_read(tmp_path):
+    from hmxfeel import experiment
+
+    path = tmp_path / "e.yaml"
+    path.write_text("models: [{model: embedded}]\ntrain: {learning_rate: 1e-4}\nreverse: {beta: 5e-2}\n")
+    exp, _ = experiment.load(path)
+    assert exp.train["learning_rate"] == 1e-4 and experiment.train_config(exp, "reverse", 0, "cpu").beta == 0.05
+    path.write_text("models: [{model: embedded}]\ntrain: {beta: .nan}\n")
+    with pytest.raises(UserError, match="beta must be a finite number"):
+        experiment.load(path)
+
+
+def test_loss_types_are_the_ones_trl_accepts():
+    from trl import GRPOConfig
+
+    trl_help = GRPOConfig.__dataclass_fields__["loss_type"].metadata["help"]
+    named = set(re.findall(r"'([a-z_]+)'", trl_help.split("Supported values are")[1].split(".")[0]))
+    assert set(C.LOSS_TYPES) == named and "dapo" in C.LOSS_TYPES

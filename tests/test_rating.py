@@ -315,10 +315,13 @@ def test_summarize_disagreement_and_seeds():
     assert all(a["alpha"] < 1 for a in s["agreement"])
     pooled = {g["condition"]: g for g in s["pooled"]}
     assert pooled["human"]["seeds"] == [0, 1] and pooled["human"]["n"] == 20
-    human_rev = [p for p in s["paired"] if p["b"] == "reverse"]
-    assert all(p["seeds"] == [0, 1] and p["n_pairs"] == 20 and p["ci95"] is not None for p in human_rev)
-    human_base = [p for p in s["paired"] if p["b"] == "base"]
+    human_rev = [p for p in s["paired"] if p["b"] == "reverse" and len(p["seeds"]) == 2]
+    assert human_rev and all(p["n_pairs"] == 20 and p["ci95"] is not None for p in human_rev)
+    human_base = [p for p in s["paired"] if p["b"] == "base" and len(p["seeds"]) == 2]
     assert all(p["n_pairs"] == 20 for p in human_base)  # base (no seed) pairs with each seed's answer
+    # ... and each seed on its own, pairing base with that seed's answers only
+    per_seed = [p for p in s["paired"] if p["b"] == "base" and p["scale"] == "feelings" and len(p["seeds"]) == 1]
+    assert sorted(p["seeds"][0] for p in per_seed) == [0, 1] and all(p["n_pairs"] == 10 for p in per_seed)
 
 
 def test_summary_cli_writes_json_without_nan(tmp_path):

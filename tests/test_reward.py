@@ -1,6 +1,7 @@
 import pytest
 
 from hmxfeel import rubric as R
+from hmxfeel.errors import NonFiniteError
 from hmxfeel.judge import JudgeResult
 from hmxfeel.reward import RubricReward, completion_text, last_user_text
 
@@ -42,18 +43,43 @@ def test_reward_logs_per_criterion_metrics_and_columns():
     assert hooked and hooked[0][1] == ["I feel great", "Water falls"]
 
 
+class NaNJudge(MockJudge):
+    """`bad` on one criterion of the second answer, as an overflowing low-precision judge would give."""
+
+    def __init__(self, bad=float("nan"), criterion="intentions"):
+        self.bad, self.criterion = bad, criterion
+
+    def score(self, user_prompts, answers):
+        res = super().score(user_prompts, answers)
+        res.scores[self.criterion][1] = self.bad
+        return res
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), None])
+def test_a_non_finite_judge_score_is_refused_naming_criterion_prompt_and_answer(bad):
+    logged = []
+    reward = RubricReward(NaNJudge(bad), R.load(), "reverse", on_scores=lambda *a: logged.append(a))
+    with pytest.raises(NonFiniteError) as err:
+        reward(prompts=PROMPTS, completions=COMPLETIONS, prompt_id=["p1", "p2"], log_metric=lambda *a: logged.append(a))
+    msg = str(err.value)
+    assert "criterion 'intentions'" in msg and f"is {bad!r}" in msg
+    assert "prompt p2 'Rain?'" in msg and "answer 'Water falls'" in msg and "\n" not in msg
+    assert not logged  # nothing logged or sampled from the refused batch
+
+
+def test_a_non_finite_reward_scale_is_refused():
+    with pytest.raises(NonFiniteError, match="human reward is inf"):
+        RubricReward(MockJudge(), R.load(), "human", scale=float("inf"))(prompts=PROMPTS, completions=COMPLETIONS)
+
+
 def test_reward_refuses_to_return_the_wrong_number_of_values():
     class Short(MockJudge):
         def score(self, user_prompts, answers):
             res = super().score(user_prompts, answers)
-            return JudgeResult(scores={k: v + [float("nan")] for k, v in res.scores.items()})
+            return JudgeResult(scores={k: v[:1] for k, v in res.scores.items()})
 
-    class NaN(MockJudge):
-        def score(self, user_prompts, answers):
-            return JudgeResult(scores={k: [float("nan")] * len(answers) for k in R.load().names})
-
-    with pytest.raises(RuntimeError, match="finite floats"):
-        RubricReward(NaN(), R.load(), "human")(prompts=PROMPTS, completions=COMPLETIONS)
+    with pytest.raises(RuntimeError, match="judge returned 1 'feelings' scores for 2 answers"):
+        RubricReward(Short(), R.load(), "human")(prompts=PROMPTS, completions=COMPLETIONS)
 
 
 def test_text_extraction_from_trl_formats():

@@ -1,12 +1,16 @@
 import pytest
 import yaml
+from conftest import VARIANTS
 
 from hmxfeel import rubric as R
 from hmxfeel.errors import UserError
 
 
 def default_data():
-    return yaml.safe_load(R.DEFAULT_RUBRIC.read_text())
+    """The packaged rubric's data with the measurement-only formats added (their validation is tested here)."""
+    data = yaml.safe_load(R.DEFAULT_RUBRIC.read_text())
+    data["formats"].update(yaml.safe_load(VARIANTS.read_text())["formats"])
+    return data
 
 
 def test_default_rubric_loads_with_three_weighted_criteria():
@@ -44,13 +48,23 @@ def test_demonstrations_are_contrasts_kept_apart_from_prompts_and_probe_set():
 
 
 def test_hash_ignores_formatting_but_not_content(tmp_path):
-    data = default_data()
+    data = yaml.safe_load(R.DEFAULT_RUBRIC.read_text())
     a = tmp_path / "a.yaml"
     a.write_text(yaml.safe_dump(data, sort_keys=True, width=60))
     assert R.load(a).sha256 == R.load().sha256
     data["criteria"][0]["weight"] = 2.0
     a.write_text(yaml.safe_dump(data))
     assert R.load(a).sha256 != R.load().sha256
+
+
+def test_extra_formats_are_added_and_checked(tmp_path):
+    r = R.load(extra_formats=VARIANTS)
+    assert {"readout", "demonstrations", "yes_no", "likelihood", "request", "scale"} <= set(r.formats)
+    assert r.judge_format == R.load().judge_format  # the default stays the rubric's own
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("formats: {}\n")
+    with pytest.raises(UserError, match="non-empty 'formats:'"):
+        R.load(extra_formats=bad)
 
 
 def test_combine_is_weighted_mean():
@@ -135,5 +149,5 @@ def test_multi_token_score_tokens_fail_clearly():
     fmt = R.load().format("yes_no")
     with pytest.raises(UserError, match="'Yes' of format 'yes_no' is 3 tokens"):
         R.check_single_tokens(fmt, FakeTokenizer())
-    digits = R.load().format("scale")
+    digits = R.load(extra_formats=VARIANTS).format("scale")
     assert R.check_single_tokens(digits, FakeTokenizer()) == {str(i): ord(str(i)) for i in range(1, 6)}

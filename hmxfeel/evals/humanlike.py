@@ -88,8 +88,9 @@ def run(
             continue
         users = [p.prompt for p in batch]
         answers = generate(loaded.model, loaded.tokenizer, loaded.family, users, seed + start, sampling)
-        self_scores = score_answers(self_judge, rubric, users, answers)
-        indep = score_answers(independent, rubric, users, answers) if independent is not None else None
+        ids = [p.id for p in batch]
+        self_scores = score_answers(self_judge, rubric, users, answers, ids)
+        indep = score_answers(independent, rubric, users, answers, ids) if independent is not None else None
         rows = []
         for i, p in enumerate(batch):
             row = {

@@ -47,8 +47,21 @@ def proportion(outcomes: Iterable[bool | int]) -> dict:
 
 
 def mean(values: Iterable[float], bounds: tuple[float, float] = (0.0, 1.0)) -> dict:
-    """Mean of per-item scores (e.g. MC2's true-answer mass) with the sample standard error."""
+    """Mean of per-item scores (e.g. MC2's true-answer mass) with the sample standard error.
+
+    A NaN / inf item is never averaged (one would make the whole mean NaN, silently): it is left out and counted
+    in `n_nonfinite`, so `n` is the number of items the value stands on. Refusing instead would make an
+    evaluation whose cached items hold one such value impossible to finish. (Judge scores cannot get here:
+    reward.score_answers refuses them when they are made.)"""
     xs = [float(v) for v in values]
+    finite = [x for x in xs if math.isfinite(x)]
+    result = _mean_stat(finite, bounds)
+    if len(finite) < len(xs):
+        result["n_nonfinite"] = len(xs) - len(finite)
+    return result
+
+
+def _mean_stat(xs: list[float], bounds: tuple[float, float]) -> dict:
     n = len(xs)
     if n == 0:
         return empty()

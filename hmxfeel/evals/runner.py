@@ -72,6 +72,8 @@ def record(eval_name: str, metric: str, st: dict, settings: dict) -> dict:
         "stderr": _finite(st["stderr"]), "ci95": [_finite(v) for v in st["ci95"]], "better": better,
         "settings": settings,
     }  # fmt: skip
+    if st.get("n_nonfinite"):  # items left out of a mean (metrics.mean): shown, never averaged
+        rec["n_nonfinite"] = st["n_nonfinite"]
     note = NOTES.get(base) or NOTES.get(eval_name)
     if note:
         rec["note"] = note

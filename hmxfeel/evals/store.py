@@ -30,7 +30,7 @@ class ItemStore:
                                  if fingerprint.get(k) != old.get("fingerprint", {}).get(k))  # fmt: skip
                 raise UserError(
                     f"{self.path}: items were produced under other settings ({', '.join(changed) or 'unknown'}); "
-                    "use another --out or run without --resume"
+                    "evaluate into another --out"
                 )
             self._rows = self._read()
         else:
