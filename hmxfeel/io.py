@@ -70,10 +70,11 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
-    """Parse a JSONL file of objects, checking that each has the `required` fields."""
-    rows = []
-    for lineno, line in enumerate(read_text(path).splitlines(), 1):
+def iter_jsonl(path: str | Path, text: str | None = None, required: Iterable[str] = (), what: str = "field"):
+    """(line number, object) for every non-blank line of a JSONL file (or of `text` read from it); invalid JSON,
+    a line that is not an object, or one without a `required` key is a UserError naming the file and line."""
+    text = read_text(path) if text is None else text
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -84,8 +85,13 @@ def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
             raise UserError(f"{path}:{lineno}: expected a JSON object")
         missing = [k for k in required if k not in row]
         if missing:
-            raise UserError(f"{path}:{lineno}: missing field '{missing[0]}'")
-        rows.append(row)
+            raise UserError(f"{path}:{lineno}: missing {what} '{missing[0]}'")
+        yield lineno, row
+
+
+def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict]:
+    """Parse a JSONL file of objects, checking that each has the `required` fields."""
+    rows = [row for _, row in iter_jsonl(path, required=required)]
     if not rows:
         raise UserError(f"{path}: no records")
     return rows

@@ -26,8 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from hmxfeel.errors import UserError
-from hmxfeel.io import (atomic_write_json, atomic_write_text, check_keys, file_lock, read_jsonl, read_text, read_yaml,
-                        sha256_text)
+from hmxfeel.io import (atomic_write_json, atomic_write_text, check_keys, file_lock, iter_jsonl, read_jsonl, read_text,
+                        read_yaml, sha256_text)
 
 DATA = Path(__file__).parent / "data"
 SCALES_PATH = DATA / "rating_scales.yaml"
@@ -420,21 +420,7 @@ def _read_csv_table(path: Path, text: str, columns: list[str]) -> list[tuple[int
 
 
 def _read_jsonl_table(path: Path, text: str, columns: list[str]) -> list[tuple[int, dict]]:
-    out = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{lineno}: expected a JSON object")
-        missing = [c for c in columns if c not in row]
-        if missing:
-            raise UserError(f"{path}:{lineno}: missing column '{missing[0]}'")
-        out.append((lineno, {c: row[c] for c in columns}))
-    return out
+    return [(n, {c: row[c] for c in columns}) for n, row in iter_jsonl(path, text, columns, what="column")]
 
 
 def _read_table(path: Path, columns: list[str]) -> list[tuple[int, dict]]:

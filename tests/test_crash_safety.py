@@ -50,6 +50,16 @@ def lock_held_elsewhere(target, kind="folder"):
         proc.stdout.close()
 
 
+def start_tiny_training(smol_twin, tmp_path, steps):
+    """`hmx train` of a tiny twin in its own process (checkpoint every step); returns (process, args, run folder)."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"steps: {steps}\nprompts_per_step: 1\nnum_generations: 2\nmax_completion_tokens: 8\nsave_every: 1\n")
+    out = tmp_path / "run"
+    args = hmx("train", "--model", str(smol_twin), "--out", str(out), "--config", str(cfg), "--device", "cpu")
+    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return proc, args, out
+
+
 def metric_steps(path):
     return [json.loads(line)["step"] for line in path.read_text().splitlines() if "reward" in json.loads(line)]
 
@@ -62,11 +72,7 @@ def test_train_sigkill_at_random_step_then_resume(smol_twin, tmp_path):
     from hmxfeel.train import _checkpoint_problem
 
     steps, kill_after = 6, random.Random().randint(1, 4)
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"steps: {steps}\nprompts_per_step: 1\nnum_generations: 2\nmax_completion_tokens: 8\nsave_every: 1\n")
-    out = tmp_path / "run"
-    args = hmx("train", "--model", str(smol_twin), "--out", str(out), "--config", str(cfg), "--device", "cpu")
-    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc, args, out = start_tiny_training(smol_twin, tmp_path, steps)
     metrics = out / "metrics.jsonl"
     kill_when(proc, lambda: metrics.exists() and len(metric_steps(metrics)) >= kill_after)
 
@@ -151,11 +157,7 @@ def test_second_train_on_a_busy_folder_is_refused_then_sigkill_and_resume(smol_t
     from tests.test_hostile_input import one_error_line
 
     steps = 20
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"steps: {steps}\nprompts_per_step: 1\nnum_generations: 2\nmax_completion_tokens: 8\nsave_every: 1\n")
-    out = tmp_path / "run"
-    args = hmx("train", "--model", str(smol_twin), "--out", str(out), "--config", str(cfg), "--device", "cpu")
-    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc, args, out = start_tiny_training(smol_twin, tmp_path, steps)
     metrics = out / "metrics.jsonl"
     wait_until(proc, lambda: metrics.exists() and len(metric_steps(metrics)) >= 1)
 
