@@ -394,7 +394,7 @@ class ReadoutJudge(_BaseJudge):
         if unknown:
             raise UserError(f"rubric format '{self.fmt.name}': no rating scales {unknown} (scales: {sorted(ranges)})")
         self.ranges = {c: ranges[s] for c, s in self.targets.items()}
-        with judging(self.scorer, "frozen" if self.identity == "frozen" else "policy"):
+        with judging(self.scorer, self.identity):  # fitted on what this judge reads: the base model when frozen
             self.readout, self.readout_sha256 = readout.load_or_fit(
                 self.scorer, self.tokenizer, self.family, self.fmt, self.targets, self.batch_size
             )
