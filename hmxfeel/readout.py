@@ -25,7 +25,7 @@ import torch
 
 from hmxfeel import chat
 from hmxfeel.errors import UserError
-from hmxfeel.io import read_jsonl, read_yaml, sha256_text
+from hmxfeel.io import read_jsonl, read_text, read_yaml, sha256_text
 
 RATED_SET = resources.files("hmxfeel") / "data" / "rated.jsonl"
 SCALES = resources.files("hmxfeel") / "data" / "rating_scales.yaml"
@@ -132,7 +132,7 @@ def load_or_fit(model, tokenizer, family, fmt, targets: dict[str, str], batch_si
     """The readout for this model: from the cache, else fitted on the rated set's dev part and cached.
     `targets` maps each rubric criterion to the rating scale it is fitted to. Returns (readout, its sha256)."""
     rated_path = fmt.ratings or RATED_SET
-    rated_sha = sha256_text(Path(str(rated_path)).read_text(encoding="utf-8"))
+    rated_sha = sha256_text(read_text(str(rated_path)))  # a missing / unreadable ratings file: one line
     fmt_key = json.dumps({"layers": list(fmt.layers), "targets": targets}, sort_keys=True)
     path = cache_path(model, fmt_key, rated_sha)
     if path.exists():

@@ -154,3 +154,9 @@ def test_impression_is_read_and_blended_into_overall(smol_twin, tmp_path, cache)
 def test_impression_weight_needs_an_impression(tmp_path):
     with pytest.raises(UserError, match="impression_weight"):
         readout_rubric(tmp_path, tmp_path / "x.jsonl", impression_weight=2.0)
+
+
+def test_a_missing_ratings_file_is_one_clear_error(smol_twin, tmp_path, cache):
+    loaded = models.load(str(smol_twin), device="cpu")
+    with pytest.raises(UserError, match="file not found"):
+        make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, readout_rubric(tmp_path, tmp_path / "no.jsonl"))
