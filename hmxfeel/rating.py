@@ -28,6 +28,7 @@ from pathlib import Path
 from hmxfeel.errors import UserError
 from hmxfeel.io import (atomic_write_json, atomic_write_text, check_keys, file_lock, iter_jsonl, read_jsonl, read_text,
                         read_yaml, sha256_text)
+from hmxfeel.stats import interval_alpha, spearman
 
 DATA = Path(__file__).parent / "data"
 SCALES_PATH = DATA / "rating_scales.yaml"
@@ -606,22 +607,6 @@ def _paired(answers: list[dict], names: list[str]) -> list[dict]:
     return out
 
 
-def _alpha(multi: list[dict]) -> float | None:
-    """Krippendorff's alpha (interval) over the answers with >= 2 raters; None where it is undefined."""
-    import krippendorff
-    import numpy as np
-
-    raters = sorted({r for values in multi for r in values})
-    if not multi or len(raters) < 2:
-        return None
-    data = np.array([[values.get(r, np.nan) for values in multi] for r in raters], dtype=float)
-    try:
-        alpha = float(krippendorff.alpha(reliability_data=data, level_of_measurement="interval"))
-    except (ValueError, ZeroDivisionError):  # e.g. every rating the same value: agreement is undefined
-        return None
-    return alpha if math.isfinite(alpha) else None
-
-
 def _pearson(xs: list[float], ys: list[float]) -> float | None:
     from scipy.stats import pearsonr
 
@@ -637,7 +622,7 @@ def _agreement(answers: list[dict], names: list[str]) -> list[dict]:
         rated = [a["by_rater"][s] for a in answers if a["by_rater"][s]]
         multi = [v for v in rated if len(v) >= 2]
         raters = sorted({r for v in rated for r in v})
-        row = {"scale": s, "raters": len(raters), "n_answers": len(rated), "n_multi": len(multi), "alpha": _alpha(multi),
+        row = {"scale": s, "raters": len(raters), "n_answers": len(rated), "n_multi": len(multi), "alpha": interval_alpha(multi),
                "pearson": None, "n_pearson": 0}  # fmt: skip
         if len(raters) == 2:  # with exactly two raters, also the plain correlation a reader knows
             both = [v for v in multi if len(v) == 2]
@@ -664,15 +649,6 @@ def _instrument_values(meta: dict, scale: str) -> dict[str, float]:
     return out
 
 
-def _spearman(xs: list[float], ys: list[float]) -> float | None:
-    from scipy.stats import spearmanr
-
-    if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
-        return None
-    rho = float(spearmanr(xs, ys).statistic)
-    return rho if math.isfinite(rho) else None
-
-
 def _instruments(answers: list[dict], names: list[str]) -> list[dict]:
     """Spearman rho between the raters' mean and each automatic measure, over every answer that has both."""
     out = []
@@ -686,7 +662,7 @@ def _instruments(answers: list[dict], names: list[str]) -> list[dict]:
         for inst in ("self_judge", "independent_judge", "lexical"):
             if inst in pairs:
                 xs, ys = [p[0] for p in pairs[inst]], [p[1] for p in pairs[inst]]
-                out.append({"scale": s, "instrument": inst, "n": len(xs), "rho": _spearman(xs, ys)})
+                out.append({"scale": s, "instrument": inst, "n": len(xs), "rho": spearman(xs, ys)})
     return out
 
 

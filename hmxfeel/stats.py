@@ -1,5 +1,6 @@
 """The report's statistics: paired bootstrap CIs (over items, and over training seeds then items),
-direction-aware relative changes, and the paper's two summary shares.
+direction-aware relative changes, the paper's two summary shares, and the agreement measures of blind ratings
+(Krippendorff's alpha between raters, Spearman between an instrument and the raters).
 
 Kept apart from the report's tables and figures so that the numbers a reader cites can be checked on small
 fixtures with known answers (tests/test_stats.py).
@@ -91,3 +92,30 @@ def summary(cells: list[float]) -> dict:
         "within_2pct": sum(c > -0.02 for c in cells) / n if n else math.nan,
         "degraded_10pct": sum(c < -0.10 for c in cells) / n if n else math.nan,
     }
+
+
+def interval_alpha(units: list[dict]) -> float | None:
+    """Krippendorff's alpha (interval level) of ratings given as one {rater: value} mapping per rated unit;
+    None where it is undefined (fewer than two raters, or no variation at all)."""
+    import krippendorff
+
+    raters = sorted({r for values in units for r in values}, key=str)
+    if not units or len(raters) < 2:
+        return None
+    data = np.array([[values.get(r, np.nan) for values in units] for r in raters], dtype=float)
+    try:
+        alpha = float(krippendorff.alpha(reliability_data=data, level_of_measurement="interval"))
+    except (ValueError, ZeroDivisionError):  # e.g. every rating the same value: agreement is undefined
+        return None
+    return alpha if math.isfinite(alpha) else None
+
+
+def spearman(xs, ys) -> float | None:
+    """Spearman's rho; None below three pairs or where either side does not vary."""
+    from scipy.stats import spearmanr
+
+    xs, ys = list(xs), list(ys)
+    if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
+        return None
+    rho = float(spearmanr(xs, ys).statistic)
+    return rho if math.isfinite(rho) else None

@@ -16,6 +16,7 @@ import numpy as np
 from hmxfeel.judge import make_judge
 from hmxfeel.lexical import markers
 from hmxfeel.reward import score_answers
+from hmxfeel.stats import interval_alpha, spearman
 
 OVERALL_SCALE = "humanlike"
 
@@ -26,31 +27,19 @@ def _finite(x: float) -> float | None:
 
 def agreement(scores, means, scale_max: float) -> dict:
     """Spearman and the high-vs-low AUC between an instrument's scores and the raters' means."""
-    from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
 
     s, m = np.asarray(scores, dtype=float), np.asarray(means, dtype=float)
-    rho = spearmanr(s, m).statistic if len(s) > 2 and s.std() > 0 and m.std() > 0 else float("nan")
     cut = 2.0 if scale_max <= 3 else 3.0
     keep = (m >= cut) | (m <= cut - 1)
     labels = (m[keep] >= cut).astype(int)
     auc = roc_auc_score(labels, s[keep]) if 0 < labels.sum() < len(labels) else float("nan")
-    return {"n": len(s), "spearman": _finite(rho), "auc": _finite(auc), "n_high": int(labels.sum()), "n_low": int(len(labels) - labels.sum())}
+    return {"n": len(s), "spearman": spearman(s.tolist(), m.tolist()), "auc": _finite(auc), "n_high": int(labels.sum()), "n_low": int(len(labels) - labels.sum())}
 
 
 def rater_alpha(rows: list[dict], scale: str) -> float | None:
     """Krippendorff's alpha (interval) of the raters on one scale; raters are anonymous slots per answer."""
-    import krippendorff
-
-    width = max(len(r["ratings"]) for r in rows)
-    data = np.full((width, len(rows)), np.nan)
-    for j, r in enumerate(rows):
-        for i, given in enumerate(r["ratings"]):
-            if given.get(scale) is not None:
-                data[i, j] = given[scale]
-    if np.isfinite(data).sum(0).max() < 2:
-        return None
-    return _finite(krippendorff.alpha(reliability_data=data, level_of_measurement="interval"))
+    return interval_alpha([{i: g[scale] for i, g in enumerate(r["ratings"]) if g.get(scale) is not None} for r in rows])
 
 
 def targets_for(rubric, fmt=None) -> dict[str, str]:
