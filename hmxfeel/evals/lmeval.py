@@ -34,9 +34,19 @@ LOCAL_TASKS = {
 UPSTREAM_TASKS = {"truthfulqa_mc1": "truthfulqa_mc1", "truthfulqa_mc2": "truthfulqa_mc2"}
 
 
-def make_lm(model, tokenizer, family: Family, batch_size: int = 8):
-    """An HFLM around the live model object whose chat formatting is hmx's own."""
+ENGINES = ("fast", "lm-eval")  # how local multiple-choice tasks get their log-likelihoods (see fastmc.py)
+
+
+def make_lm(model, tokenizer, family: Family, batch_size: int = 8, engine: str = "fast"):
+    """An HFLM around the live model object whose chat formatting is hmx's own.
+
+    engine "fast": lm-eval builds and tokenizes the requests as always, `fastmc` computes their log-likelihoods
+    (shared prefix and contexts run once); "lm-eval": HFLM's own loop, the reference the fast one is tested against.
+    """
     from lm_eval.models.huggingface import HFLM
+
+    if engine not in ENGINES:
+        raise ValueError(f"unknown scoring engine {engine!r} (choose from {', '.join(ENGINES)})")
 
     class ChatHFLM(HFLM):
         def apply_chat_template(self, chat_history: list[dict], add_generation_prompt: bool = True) -> str:
@@ -49,6 +59,17 @@ def make_lm(model, tokenizer, family: Family, batch_size: int = 8):
                 # chat.messages folds the system turn for families without one (Gemma 2).
                 conv = chat.messages(family, conv[1]["content"], conv[0]["content"]) + conv[2:]
             return chat.render(self.tokenizer, family, conv, add_generation_prompt=True) + prefix
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
+            # Requests longer than the model's window keep lm-eval's own left truncation.
+            if engine == "lm-eval" or any(len(c) + len(k) > self.max_length + 1 for _, c, k in requests):
+                return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+            from hmxfeel.evals import fastmc
+
+            answers = fastmc.loglikelihoods(self.model, [(c, k) for _, c, k in requests])
+            for (request, _, _), answer in zip(requests, answers):
+                self.cache_hook.add_partial("loglikelihood", request, answer)
+            return answers
 
     with quiet_lm_eval():
         return ChatHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
