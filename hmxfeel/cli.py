@@ -14,6 +14,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
+from rich.text import Text  # noqa: E402
 
 from hmxfeel.errors import NonFiniteError, UserError  # noqa: E402
 
@@ -91,12 +92,41 @@ def show_config():
 
 @app.command("check-rubric")
 @user_errors
-def check_rubric(path: Path = typer.Argument(..., help="Rubric YAML to validate.")):
-    """Validate a rubric file and print its criteria and hash."""
+def check_rubric(
+    path: Path = typer.Argument(..., help="Rubric YAML to validate."),
+    model: str = typer.Option("embedded", help="Model whose tokenizer must read every score token as one token "
+                              "(the logit judge's need); 'none' skips that check."),
+):
+    """Validate a rubric file (and its score tokens against a model's tokenizer); print its criteria and hash."""
     from hmxfeel import rubric as rubric_mod
 
     r = rubric_mod.load(path)
-    print(f"{r.name} v{r.version}: {', '.join(r.names)}; format {r.judge_format}; sha256 {r.sha256}")
+    checked = _check_score_tokens(r, model) if model != "none" else "not checked (--model none)"
+    print(f"{r.name} v{r.version}: {', '.join(r.names)}; format {r.judge_format}; score tokens {checked}; sha256 {r.sha256}")
+
+
+def _check_score_tokens(r, model: str) -> str:
+    """Every token format's score tokens as single tokens of `model`'s tokenizer (only the tokenizer loads), so a
+    multi-token score token is refused here rather than after `hmx train` has loaded the model."""
+    from hmxfeel import models
+    from hmxfeel.rubric import check_single_tokens
+
+    try:
+        path = models.resolve(model)
+        if models.hub_id(model) and model != models.EMBEDDED:
+            path = models.hub_source(model)
+        tokenizer = models.load_tokenizer(path)
+    except (UserError, OSError) as exc:
+        if model != "embedded":  # asked for by name: its absence is the error
+            raise UserError(f"--model {model}: cannot load its tokenizer ({str(exc).splitlines()[0]})") from None
+        return f"not checked (the embedded model is unavailable: {exc}; pass --model)"
+    for fmt in r.formats.values():
+        if fmt.kind == "tokens":
+            try:
+                check_single_tokens(fmt, tokenizer)
+            except UserError as exc:
+                raise UserError(f"{r.source}: {exc} (tokenizer of {model})") from None
+    return f"single tokens for {model}"
 
 
 @app.command("judge-probe")
@@ -159,6 +189,8 @@ def eval_cmd(
     model: str = typer.Option("embedded", help="'embedded', a local model folder, or a Hub id."),
     adapter: Optional[Path] = typer.Option(None, help="A trained adapter folder (runs/<name>/adapter)."),
     suite: str = typer.Option("default", help="'default' (everything), 'quick' (a small sample of each), 'humanlike'."),
+    tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks to run (default: all of the suite), e.g. "
+                                        "humanlike,bbq,truthfulqa_mc1; the suite sets their item limits."),
     data_dir: Optional[str] = typer.Option(None, envvar="HMX_DATA_DIR", help="Local benchmark copies (layout of shared/data)."),
     limit: Optional[int] = typer.Option(None, help="Items per evaluation (overrides the suite's limits)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default runs/eval-<model>[-<adapter>])."),
@@ -175,14 +207,24 @@ def eval_cmd(
     other_judge: bool = typer.Option(False, help="Allow a self-judge rubric / format other than the one that rewarded the adapter."),
 ):
     """Evaluate a model (optionally + adapter): human-likeness and the benchmark battery."""
-    from hmxfeel.evaluate import evaluate
+    from hmxfeel.evaluate import adapter_folder, check_tasks, evaluate, skip_summary
 
+    check_tasks(tasks, suite)  # a bad selection is one line before anything loads
+    if adapter:
+        given, adapter = adapter, adapter_folder(adapter)
+        if adapter != given:
+            console.print(f"[dim]{given} is a training run folder: evaluating its adapter {adapter}")
     name = _slug(model) + (f"-{_slug(str(adapter.parent if adapter.name == 'adapter' else adapter))}" if adapter else "")
     out = out or Path("runs") / f"eval-{name}"
-    records = evaluate(model, out, adapter=str(adapter) if adapter else None, suite=suite, data_dir=data_dir,
-                       limit=limit, resume=resume, judge=judge, judge_model=judge_model, rubric_path=rubric,
-                       prompts_path=prompts, seed=seed, device=device, humanlike_limit=humanlike_limit,
-                       backend=backend, judge_format=judge_format, other_judge=other_judge)  # fmt: skip
+    try:
+        records = evaluate(model, out, adapter=str(adapter) if adapter else None, suite=suite, data_dir=data_dir,
+                           limit=limit, resume=resume, judge=judge, judge_model=judge_model, rubric_path=rubric,
+                           prompts_path=prompts, seed=seed, device=device, humanlike_limit=humanlike_limit,
+                           backend=backend, judge_format=judge_format, other_judge=other_judge, tasks=tasks)  # fmt: skip
+    except KeyboardInterrupt:  # Ctrl-C: finished items are on disk (appended as they are made)
+        print(f"hmx: interrupted: {out}: finished items are kept; rerun the same command with --resume to continue",
+              file=sys.stderr)  # fmt: skip
+        raise typer.Exit(130) from None
     table = Table("eval", "metric", "value", "95% CI", "n", "better", title=f"hmx eval: {name}")
     for r in records:
         if r.get("skipped"):
@@ -194,6 +236,8 @@ def eval_cmd(
         n = f"{r['n']} (+{r['n_nonfinite']} non-finite left out)" if r.get("n_nonfinite") else str(r["n"])
         table.add_row(r["eval"], r["metric"], value, ci, n, r["better"] or "")
     Console().print(table)
+    for line in skip_summary(records):  # what did not run and why, e.g. no --data-dir and no Hub
+        console.print(Text(line, style="yellow"))
     console.print(f"[green]results written to {out / 'results.json'}")
 
 

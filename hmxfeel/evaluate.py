@@ -17,6 +17,78 @@ from hmxfeel.errors import UserError
 from hmxfeel.io import atomic_write_json, folder_lock, read_text
 
 SUITES = ("default", "quick", "humanlike")
+HUMANLIKE = "humanlike"  # the human-likeness part, selectable by --tasks like any battery evaluation
+
+
+def task_names() -> tuple[str, ...]:
+    """What `--tasks` (and an experiment's `tasks:`) may name: the human-likeness part and the battery's evals."""
+    from hmxfeel.evals.runner import EVALS
+
+    return (HUMANLIKE, *EVALS)
+
+
+def check_tasks(tasks, suite: str = "default", where: str = "--tasks", suite_where: str = "--suite") -> list[str] | None:
+    """A task selection (comma-separated text or a list of names) checked before anything loads; None = every
+    task of the suite. Unknown names (with a did-you-mean), an empty selection and a name given twice are refused."""
+    import difflib
+
+    if tasks is None:
+        return None
+    if isinstance(tasks, str):
+        names = tasks.split(",")
+    elif isinstance(tasks, (list, tuple)) and all(isinstance(t, str) for t in tasks):
+        names = list(tasks)
+    else:
+        raise UserError(f"{where} must be a list of task names, got {tasks!r}")
+    names = [n.strip().lower() for n in names if n.strip()]  # a stray comma is not a task
+    known = task_names()
+    if not names:
+        raise UserError(f"{where} is empty: name at least one task ({', '.join(known)})")
+    seen: set[str] = set()
+    for name in names:
+        if name not in known:
+            close = [k for k in known if k.startswith(name)][:3] or difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+            raise UserError(f"{where}: unknown task '{name}' ({hint}choose from {', '.join(known)})")
+        if name in seen:
+            raise UserError(f"{where}: task '{name}' is named twice")
+        seen.add(name)
+    if suite == HUMANLIKE and names != [HUMANLIKE]:
+        other = next(n for n in names if n != HUMANLIKE)
+        raise UserError(f"{where}: '{other}' is a battery task, but {suite_where} humanlike runs only the human-likeness "
+                        f"part; choose the suite 'default' or 'quick' to run it")  # fmt: skip
+    return names
+
+
+def adapter_folder(path: str | Path) -> Path:
+    """The adapter a path stands for: a training run folder (`runs/<name>`) means its `adapter/` subfolder. A run
+    folder whose training has not finished has no adapter yet: one line saying how to finish it."""
+    path = Path(path)
+    if (path / "adapter_config.json").exists() or not path.is_dir():
+        return path
+    inner = path / "adapter"
+    if (inner / "adapter_config.json").exists():
+        return inner
+    if (path / "run.json").exists():
+        raise UserError(f"{path}: a training run folder without a finished adapter (no adapter/adapter_config.json); "
+                        f"finish the training first (hmx train --out {path} --resume)")  # fmt: skip
+    return path
+
+
+def skip_summary(records: list[dict]) -> list[str]:
+    """Lines saying which tasks did not run and why (grouped by reason); empty when every task ran."""
+    tasks: dict[str, list[dict]] = {}
+    for r in records:
+        tasks.setdefault(r["eval"], []).append(r)
+    skipped = {name: recs[0]["skipped"] for name, recs in tasks.items() if all(r.get("skipped") for r in recs)}
+    if not skipped:
+        return []
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in skipped.items():
+        by_reason.setdefault(reason, []).append(name)
+    lines = [f"{len(tasks) - len(skipped)} of {len(tasks)} tasks ran; skipped {len(skipped)}:"]
+    lines += [f"  {', '.join(names)}: {reason}" for reason, names in by_reason.items()]
+    return lines
 
 
 def attach_adapter(loaded: models.Loaded, adapter: str | Path, name: str = "default") -> models.Loaded:
@@ -24,7 +96,7 @@ def attach_adapter(loaded: models.Loaded, adapter: str | Path, name: str = "defa
     that already carries adapters it is added under `name` (`hmx chat` compares several on one base)."""
     from peft import PeftModel
 
-    adapter = Path(adapter)
+    adapter = adapter_folder(adapter)
     if not (adapter / "adapter_config.json").exists():
         raise UserError(f"{adapter}: not a PEFT adapter folder (no adapter_config.json)")
     meta_file = adapter / "hmx_adapter.json"
@@ -145,7 +217,9 @@ def evaluate(
     backend: str = "hf",
     judge_format: str | None = None,
     other_judge: bool = False,
+    tasks: list[str] | str | None = None,
 ) -> list[dict]:
+    """Evaluate `model` (+ `adapter`) into `out`; `tasks` picks part of the suite (see check_tasks)."""
     if backend not in ("hf", "vllm"):
         raise UserError(f"--backend must be 'hf' or 'vllm', got {backend!r}")
     if backend == "vllm":
@@ -158,13 +232,16 @@ def evaluate(
     for name, value in (("--limit", limit), ("--humanlike-limit", humanlike_limit)):
         if value is not None and value < 1:
             raise UserError(f"{name} must be >= 1, got {value}")
+    tasks = check_tasks(tasks, suite)
+    if adapter:
+        adapter = str(adapter_folder(adapter))
     out = Path(out)
     if device is not None:
         device = models.check_device(device)
     with folder_lock(out):  # one writer per eval folder; the lock goes with this process, even when killed
         _check_eval_folder(out, model, adapter, resume)
         return _evaluate(model, out, adapter, suite, data_dir, limit, resume, judge, judge_model, rubric_path,
-                         prompts_path, seed, device, humanlike_limit, backend, judge_format, other_judge)  # fmt: skip
+                         prompts_path, seed, device, humanlike_limit, backend, judge_format, other_judge, tasks)  # fmt: skip
 
 
 def _check_eval_folder(out: Path, model: str, adapter, resume: bool) -> None:
@@ -198,39 +275,45 @@ def _describe(who: dict) -> str:
 
 
 def _evaluate(model, out, adapter, suite, data_dir, limit, resume, judge, judge_model, rubric_path, prompts_path, seed,
-              device, humanlike_limit, backend, judge_format, other_judge) -> list[dict]:  # fmt: skip
+              device, humanlike_limit, backend, judge_format, other_judge, tasks=None) -> list[dict]:  # fmt: skip
     from hmxfeel.evals import humanlike
     from hmxfeel.train import versions
 
     started = time.time()
+    run_human = tasks is None or HUMANLIKE in tasks
+    battery = None if tasks is None else [t for t in tasks if t != HUMANLIKE]  # None: the suite's whole battery
     rubric = rubric_mod.load(rubric_path)
-    prompt_set = prompts_mod.load(prompts_path)
+    # Only the eval split is read here: a file of eval prompts alone is enough (training needs the train split).
+    prompt_set = prompts_mod.load(prompts_path, need="eval") if run_human else None
     judge_format = judge_format_for(adapter, rubric, judge_format, other_judge)
     loaded = models.load(model, device=device)
     if adapter:
         loaded = attach_adapter(loaded, adapter)
-    indep, indep_name = independent_judge(judge, rubric, judge_model, device)
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = {"model": model, "adapter": str(adapter) if adapter else None}
 
     human_limit = next((x for x in (humanlike_limit, limit) if x is not None), 16 if suite == "quick" else None)
-    records = humanlike.run(loaded, rubric, prompt_set, out, resume=resume, independent=indep,
-                            independent_name=indep_name, limit=human_limit, seed=seed, fingerprint=fingerprint,
-                            judge_format=judge_format)  # fmt: skip
-    if suite != "humanlike":
+    records = []
+    if run_human:
+        indep, indep_name = independent_judge(judge, rubric, judge_model, device)
+        records += humanlike.run(loaded, rubric, prompt_set, out, resume=resume, independent=indep,
+                                 independent_name=indep_name, limit=human_limit, seed=seed, fingerprint=fingerprint,
+                                 judge_format=judge_format)  # fmt: skip
+    if suite != "humanlike" and battery != []:
         lm = _vllm_lm(loaded, adapter) if backend == "vllm" else None
-        records += _battery(loaded, suite, data_dir, limit, out, resume, seed, lm)
+        records += _battery(loaded, suite, data_dir, limit, out, resume, seed, lm, battery)
     manifest = {
         "model": model,
         "model_path": loaded.path,
         "adapter": str(adapter) if adapter else None,
         "suite": suite,
+        "tasks": tasks,
         "data_dir": data_dir,
         "limit": limit,
         "humanlike_limit": human_limit,
         "seed": seed,
         "rubric_sha256": rubric.sha256,
-        "prompts_sha256": prompt_set.sha256,
+        "prompts_sha256": prompt_set.sha256 if prompt_set else None,
         "chat_template_kwargs": loaded.family.chat_template_kwargs,
         "versions": versions(),
         "wall_s": round(time.time() - started, 1),
@@ -249,8 +332,8 @@ def _vllm_lm(loaded, adapter):
     return VLLM(**kwargs)
 
 
-def _battery(loaded, suite, data_dir, limit, out, resume, seed, lm=None) -> list[dict]:
+def _battery(loaded, suite, data_dir, limit, out, resume, seed, lm=None, evals=None) -> list[dict]:
     from hmxfeel.evals.runner import run_battery
 
     return run_battery(loaded.model, loaded.tokenizer, loaded.family, suite=suite, data_dir=data_dir, limit=limit,
-                       out_dir=out, resume=resume, seed=seed, lm=lm)  # fmt: skip
+                       out_dir=out, resume=resume, seed=seed, lm=lm, evals=evals)  # fmt: skip

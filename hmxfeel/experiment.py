@@ -44,6 +44,7 @@ class Experiment:
     reverse: dict = field(default_factory=dict)  # overrides for the reverse run
     seeds: list = field(default_factory=lambda: [0])  # one training run per seed and direction
     suite: str = "default"  # evaluation suite (hmx eval --suite)
+    tasks: list | None = None  # evaluation tasks (hmx eval --tasks); None = every task of the suite
     limit: int | None = None  # items per evaluation (None = the suite's limits)
     humanlike_limit: int | None = None  # eval prompts for human-likeness (None = `limit`, else all / 16 in quick)
     data_dir: str | None = None  # local benchmark copies (else HMX_DATA_DIR / the Hub)
@@ -67,8 +68,7 @@ def parse(data: dict, source: str) -> Experiment:
         check_keys(m, ("name", "model"), f"{source}: models[{i}]")
         _check_model(m["model"], f"{source}: models[{i}]")
         m.setdefault("name", Path(str(m["model"])).name.replace(".", "_"))
-    if not isinstance(exp.seeds, list) or not all(isinstance(s, int) for s in exp.seeds) or not exp.seeds:
-        raise UserError(f"{source}: 'seeds' must be a non-empty list of integers")
+    _check_matrix(exp, source)
     if exp.rubric is not None:
         from hmxfeel import rubric as rubric_mod
 
@@ -87,6 +87,25 @@ def parse(data: dict, source: str) -> Experiment:
     return exp
 
 
+def _check_matrix(exp: Experiment, source: str) -> None:
+    """Model names and seeds name the stages' folders: two that coincide would make two stages share one folder."""
+    names = [m["name"] for m in exp.models]
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip() or name in (".", "..") or "/" in name or "\\" in name:
+            raise UserError(f"{source}: models[{i}]: 'name' must be a folder name (no '/'), got {name!r}")
+        if name in names[:i]:
+            raise UserError(f"{source}: models[{i}]: name '{name}' is used twice (give each model its own 'name')")
+    seeds = exp.seeds
+    if not isinstance(seeds, list) or not seeds:
+        raise UserError(f"{source}: 'seeds' must be a non-empty list of integers, got {seeds!r}")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:  # numpy's seed range
+            raise UserError(f"{source}: 'seeds' must be integers from 0 to {2**32 - 1}, got {seed!r}")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise UserError(f"{source}: 'seeds' lists seed {twice[0]} twice (each seed is one training run)")
+
+
 def _check_model(spec, where: str) -> None:
     from hmxfeel import models
 
@@ -100,10 +119,11 @@ def _check_model(spec, where: str) -> None:
 
 def _check_eval_settings(exp: Experiment, source: str) -> None:
     """The evaluation keys, named as the file names them (not as `hmx eval`'s flags), before any stage runs."""
-    from hmxfeel.evaluate import SUITES
+    from hmxfeel.evaluate import SUITES, check_tasks
 
     if exp.suite not in SUITES:
         raise UserError(f"{source}: 'suite' must be one of {', '.join(SUITES)}, got {exp.suite!r}")
+    exp.tasks = check_tasks(exp.tasks, exp.suite, f"{source}: 'tasks'", "suite:")
     for key in ("limit", "humanlike_limit"):
         value = getattr(exp, key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -164,7 +184,7 @@ def execute(exp: Experiment, stage: Stage, device: str) -> None:
         evaluate(stage.model, stage.folder, adapter=stage.adapter, suite=exp.suite, data_dir=exp.data_dir, limit=exp.limit,
                  resume=resume, judge=exp.judge, judge_model=exp.judge_model, device=device,
                  humanlike_limit=exp.humanlike_limit, rubric_path=exp.rubric,
-                 judge_format=exp.train.get("judge_format") or None)  # fmt: skip
+                 judge_format=exp.train.get("judge_format") or None, tasks=exp.tasks)  # fmt: skip
     else:
         from hmxfeel.train import run_is_complete, train
 

@@ -108,6 +108,8 @@ def check_keys(data: dict, allowed: Iterable[str], where: str) -> None:
 
 
 def _write_error(path: Path, exc: OSError) -> UserError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # finished work is on disk: say how to go on
+        return UserError(f"{path}: cannot write ({exc.strerror or exc}); free some space, then resume (finished work is kept)")
     return UserError(f"{path}: cannot write ({exc.strerror or exc})")
 
 
@@ -167,13 +169,24 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
 
 
 def append_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
+    """Append rows, all or none: a write refused half-way (full disk) is cut back to the file's previous end, so
+    the file never ends in a torn line and a resumed run finds exactly the rows written before."""
+    path = Path(path)
     text = "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0  # a new file: cut back to empty
     try:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
     except OSError as exc:
-        raise _write_error(Path(path), exc) from None
+        try:
+            os.truncate(path, size)  # shrinking needs no free space
+        except OSError:
+            pass
+        raise _write_error(path, exc) from None
 
 
 def truncate_jsonl(path: str | Path, keep) -> None:

@@ -33,8 +33,14 @@ class PromptSet:
         return [p for p in self.prompts if p.split == name]
 
 
-def load(path: str | Path | None = None) -> PromptSet:
-    """Load and validate a prompt JSONL: fields id, prompt, split (train|eval), optional category."""
+# Why a command needs a split, for the refusal of a file that lacks it.
+NEEDS = {"train": "training needs them; a file of eval prompts only is for `hmx eval`",
+         "eval": "the human-likeness evaluation reads only the eval split"}
+
+
+def load(path: str | Path | None = None, need: str = "train") -> PromptSet:
+    """Load and validate a prompt JSONL: fields id, prompt, split (train|eval), optional category. The file must
+    hold prompts of the split `need` (the one the caller reads); the other split may be absent."""
     path = str(path or DEFAULT_PROMPTS)
     rows = read_jsonl(path, required=("id", "prompt", "split"))
     prompts, seen_ids, seen_text = [], set(), {}
@@ -54,6 +60,6 @@ def load(path: str | Path | None = None) -> PromptSet:
         seen_ids.add(pid)
         seen_text[key] = pid
         prompts.append(Prompt(pid, str(row.get("category", "general")), row["split"], text.strip()))
-    if not any(p.split == "train" for p in prompts):
-        raise UserError(f"{path}: no prompts with split 'train'")
+    if not any(p.split == need for p in prompts):
+        raise UserError(f"{path}: no prompts with split '{need}' ({NEEDS[need]})")
     return PromptSet(tuple(prompts), path, sha256_json([p.__dict__ for p in prompts]))

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -170,6 +171,7 @@ def _trainer_class():
         """GRPOTrainer whose checkpoints appear all at once: written in a staging folder, then renamed."""
 
         _staging: Path | None = None
+        resume_hint = "continue with --resume"
 
         def _get_output_dir(self, trial):
             return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
@@ -182,6 +184,9 @@ def _trainer_class():
             self.accelerator.wait_for_everyone()
             try:
                 super()._save_checkpoint(model, trial)
+            except Exception as exc:  # a full disk mid-checkpoint: the half-written one goes, earlier ones stay
+                shutil.rmtree(self._staging, ignore_errors=True)
+                raise _checkpoint_not_written(exc, final_root, self.state.global_step, self.resume_hint) from None
             finally:
                 staging, self._staging = self._staging, None
             self.accelerator.wait_for_everyone()  # every rank's files (e.g. its RNG state) are in before the move
@@ -199,6 +204,35 @@ def _trainer_class():
             """No TRL card ("a fine-tuned version of [None]") in checkpoints/: the run's card is adapter/README.md."""
 
     return AtomicCheckpointGRPOTrainer
+
+
+# How a write refused by the machine shows up from the writers a checkpoint uses (open(), torch.save, safetensors).
+_WRITE_FAILURES = ("No space left", "StorageFull", "Disk quota", "file write failed", "Read-only file system")
+
+
+def _checkpoint_not_written(exc: Exception, root: Path, step: int, resume_hint: str) -> Exception:
+    """The one-line error for a checkpoint the machine refused to write; any other exception as it was."""
+    if isinstance(exc, OSError):
+        why = exc.strerror or str(exc)
+    elif isinstance(exc, UserError) or any(m in str(exc) for m in _WRITE_FAILURES):
+        why = str(exc).strip().splitlines()[-1][:200]
+    else:
+        return exc
+    try:
+        kept = last_checkpoint(root)
+    except UserError:
+        kept = None
+    previous = f"the checkpoint of step {kept.name.split('-')[1]} is kept" if kept else "no earlier checkpoint"
+    fix = "free some space" if any(m in why for m in ("space", "Quota", "quota", "StorageFull", "write failed")) else "fix that"
+    return UserError(f"{root}: cannot write the checkpoint of step {step} ({why}); {previous}; {fix}, then {resume_hint}")
+
+
+def _quiet_deprecations() -> None:
+    """TRL reads `model.is_gradient_checkpointing`, deprecated in transformers 5, around every generation: one
+    FutureWarning per training step that the user can do nothing about. Only that message is silenced."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def _tidy_checkpoint(ckpt: Path) -> None:
@@ -396,6 +430,7 @@ def _train(model_spec, direction, out, cfg, rubric_path, prompts_path, resume, f
         judge, rubric, direction, scale=cfg.reward_scale, on_scores=SampleLog(out / "samples.jsonl", cfg.samples_per_step) if main else None
     )
     on_cpu = device == "cpu"
+    _quiet_deprecations()
     args = GRPOConfig(
         output_dir=str(out / "checkpoints"),
         max_steps=cfg.steps,
@@ -415,13 +450,13 @@ def _train(model_spec, direction, out, cfg, rubric_path, prompts_path, resume, f
         save_strategy="steps",
         save_steps=cfg.save_every,
         save_total_limit=cfg.keep_checkpoints,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5's name (the old one warns)
         bf16=not on_cpu and (dtype or models.default_dtype(device)) == torch.bfloat16,
         use_cpu=on_cpu,
         report_to=cfg.report_to,
         run_name=out.name,  # the run's name in trackio / wandb
         project="hmx-feel",  # trackio's project
-        disable_tqdm=False,
+        disable_tqdm=not sys.stderr.isatty(),  # the step bar with its ETA on a terminal; CI logs stay short
         use_vllm=cfg.use_vllm,
         vllm_mode=cfg.vllm_mode,
         vllm_server_base_url=cfg.vllm_server_base_url or None,
@@ -451,6 +486,7 @@ def _train(model_spec, direction, out, cfg, rubric_path, prompts_path, resume, f
         callbacks=callbacks,
     )
     _tensorboard_into(trainer, out / "tensorboard")
+    trainer.resume_hint = resume_hint
     judge.model = trainer.model  # the PeftModel: frozen judge = adapter disabled, policy judge = adapter on
 
     checkpoint = last_checkpoint(out / "checkpoints") if resume else None

@@ -236,3 +236,30 @@ def test_a_nan_reward_stops_training_with_one_line_and_keeps_the_checkpoint(smol
     result = CliRunner().invoke(app, args + ["--resume"])
     assert result.exit_code == 0, result.output
     assert metric_steps(out / "metrics.jsonl") == [1, 2, 3, 4]
+
+
+# ------------------------------------------------------------------------------------------------ Ctrl-C
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_eval_is_one_line_exit_130_and_resumable(smol_twin, tmp_path):
+    """SIGINT (Ctrl-C) mid-evaluation: exit 130 (the shell's code for it), one line saying how to continue, no
+    traceback; the finished items stay and --resume completes them."""
+    import re
+
+    out = tmp_path / "ev"
+    args = hmx("eval", "--model", str(smol_twin), "--tasks", "humanlike", "--limit", "24", "--out", str(out), "--device", "cpu")
+    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    items = out / "items" / "humanlike.jsonl"
+    wait_until(proc, lambda: items.exists() and len(items.read_text().splitlines()) >= 8)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = [re.sub(r".*(it/s|s/it)\]", "", line) for line in err.splitlines()]
+    lines = [line for line in lines if line.strip() and not line.startswith("[hmx eval]")]
+    assert lines == [f"hmx: interrupted: {out}: finished items are kept; rerun the same command with --resume to continue"], err
+    kept = items.read_text().splitlines()
+    res = subprocess.run(args + ["--resume"], env=ENV, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    after = items.read_text().splitlines()
+    assert after[: len(kept)] == kept and len(after) == 24

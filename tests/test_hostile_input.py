@@ -34,8 +34,13 @@ def one_error_line(output: str) -> str:
     return lines[0]
 
 
-def fails(args, *needles):
-    code, out = run(*args)
+def fails(args, *needles, stderr_only=False):
+    """`stderr_only`: training prints its per-step metrics on stdout; only stderr must be the one error line."""
+    if stderr_only:
+        result = runner.invoke(app, [str(a) for a in args])
+        code, out = result.exit_code, result.stderr or ""
+    else:
+        code, out = run(*args)
     line = one_error_line(out)
     assert code == 2, out
     for needle in needles:
@@ -495,6 +500,23 @@ def test_nan_judge_score_during_eval(smol_twin, tmp_path, monkeypatch):
         ("text_rate", "models: [{model: embedded}]\nhuman: {learning_rate: fast}\n", ["human: 'learning_rate' must be float"]),
         ("zero_limit", "models: [{model: embedded}]\nlimit: 0\n", ["'limit' must be an integer >= 1"]),
         ("gpu_device", "models: [{model: embedded}]\ndevice: gpu\n", ["device: must be 'cpu' or 'cuda'"]),
+        # a seed matrix that cannot run: two stages would share one folder, or a seed numpy refuses
+        ("duplicate_seeds", "models: [{model: embedded}]\nseeds: [0, 1, 0]\n", ["'seeds' lists seed 0 twice"]),
+        ("negative_seed", "models: [{model: embedded}]\nseeds: [-1]\n", ["'seeds' must be integers from 0 to", "got -1"]),
+        ("huge_seed", "models: [{model: embedded}]\nseeds: [4294967296]\n", ["'seeds' must be integers from 0 to"]),
+        ("bool_seed", "models: [{model: embedded}]\nseeds: [true]\n", ["'seeds' must be integers", "got True"]),
+        ("empty_seeds", "models: [{model: embedded}]\nseeds: []\n", ["'seeds' must be a non-empty list"]),
+        ("empty_models", "models: []\n", ["'models' must be a non-empty list"]),
+        ("same_name_twice", "models: [{model: embedded}, {name: embedded, model: HuggingFaceTB/SmolLM2-135M-Instruct}]\n",
+         ["models[1]: name 'embedded' is used twice"]),
+        ("name_with_slash", "models: [{name: a/b, model: embedded}]\n", ["models[0]: 'name' must be a folder name"]),
+        # task lists, as `hmx eval --tasks` refuses them, named as the file names them
+        ("unknown_task", "models: [{model: embedded}]\ntasks: [bbq, persna]\n", ["'tasks': unknown task 'persna'",
+                                                                                 "did you mean 'persona'"]),
+        ("empty_tasks", "models: [{model: embedded}]\ntasks: []\n", ["'tasks' is empty"]),
+        ("tasks_twice", "models: [{model: embedded}]\ntasks: [bbq, BBQ]\n", ["'tasks': task 'bbq' is named twice"]),
+        ("task_outside_suite", "models: [{model: embedded}]\nsuite: humanlike\ntasks: [bbq]\n",
+         ["'bbq' is a battery task, but suite: humanlike"]),
     ],
 )
 def test_experiment_refused_before_the_first_stage(tmp_path, name, text, needles):
@@ -564,3 +586,190 @@ def test_rating_sheet_exported_onto_an_existing_folder(tmp_path, sources):
     before = snapshot(tmp_path)
     fails(["rate", "export", sources["plain"], "--out", existing], str(existing), "already exists")
     assert snapshot(tmp_path) == before
+
+
+# ------------------------------------------------------------------------------------------------ full disk mid-write
+
+TINY = "steps: 3\nprompts_per_step: 1\nnum_generations: 2\nmax_completion_tokens: 8\nsave_every: 1\n"
+
+
+def _full_disk_at_checkpoint(monkeypatch, how, step=2):
+    """The disk fills while checkpoint `step` is written, through one of the writers a checkpoint uses: a Python
+    open() (trainer state, adapter config), torch.save (optimizer, RNG) or safetensors (adapter weights). Each
+    reports a full disk its own way; the message texts are the libraries' own for ENOSPC."""
+    import builtins
+
+    import peft.peft_model
+    import torch
+
+    def hit(target):
+        return ".staging" in str(target) and f"checkpoint-{step}" in str(target)
+
+    if how == "open":
+        real = builtins.open
+
+        def fake(file, mode="r", *a, **k):
+            if hit(file) and any(c in mode for c in "wax"):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+            return real(file, mode, *a, **k)
+
+        monkeypatch.setattr(builtins, "open", fake)
+    elif how == "torch.save":
+        real_save = torch.save
+
+        def fake_save(obj, f, *a, **k):
+            if hit(f):
+                raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0\n"
+                                   "PytorchStreamWriter failed writing file data/0: file write failed")  # fmt: skip
+            return real_save(obj, f, *a, **k)
+
+        monkeypatch.setattr(torch, "save", fake_save)
+    else:
+        real_st = peft.peft_model.safe_save_file
+
+        def fake_st(tensors, filename, *a, **k):
+            if hit(filename):
+                raise Exception('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                                'message: "No space left on device" })')  # fmt: skip
+            return real_st(tensors, filename, *a, **k)
+
+        monkeypatch.setattr(peft.peft_model, "safe_save_file", fake_st)
+
+
+@pytest.mark.parametrize("how", ["open", "torch.save", "safetensors"])
+def test_full_disk_during_a_checkpoint_keeps_the_previous_one(smol_twin, tmp_path, monkeypatch, how):
+    """ENOSPC while checkpoint 2 is written: one line naming the folder and the kept checkpoint, exit 2, checkpoint
+    1 whole and loadable, no half checkpoint left; once there is space again `--resume` finishes from step 1."""
+    from safetensors.torch import load_file
+
+    from hmxfeel.train import _checkpoint_problem, last_checkpoint
+
+    cfg = write(tmp_path / "c.yaml", TINY)
+    out = tmp_path / "run"
+    args = ["train", "--model", smol_twin, "--out", out, "--config", cfg, "--device", "cpu"]
+    _full_disk_at_checkpoint(monkeypatch, how)
+    line = fails(args, f"{out / 'checkpoints'}: cannot write the checkpoint of step 2",
+                 "the checkpoint of step 1 is kept", "free some space, then continue with --resume", stderr_only=True)  # fmt: skip
+    assert "No space left on device" in line or "file write failed" in line
+    ckpts = out / "checkpoints"
+    assert [p.name for p in ckpts.iterdir()] == ["checkpoint-1"]  # no staging folder, no half checkpoint
+    assert last_checkpoint(ckpts).name == "checkpoint-1" and _checkpoint_problem(ckpts / "checkpoint-1") is None
+    assert load_file(str(ckpts / "checkpoint-1" / "adapter_model.safetensors"))
+    assert not (out / "adapter").exists()
+    if how != "open":
+        return  # resuming is the same whichever writer failed: once is enough (it costs a training)
+    monkeypatch.undo()  # space again
+    code, text = run(*args, "--resume")
+    assert code == 0, text
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines() if "reward" in json.loads(x)]
+    assert steps == [1, 2, 3]
+
+
+def test_full_disk_during_an_item_append_then_resume(smol_twin, tmp_path, monkeypatch):
+    """The disk fills half-way through appending the second batch of answers: one line naming the items file,
+    exit 2, the first batch's rows intact and no torn line; with space again `--resume` does only the rest."""
+    import builtins
+
+    out = tmp_path / "ev"
+    items = out / "items" / "humanlike.jsonl"
+    real, appends = builtins.open, []
+
+    class HalfWritten:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, text):
+            self.fh.write(text[: len(text) // 2])
+            self.fh.flush()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(items))
+
+    def fake(file, mode="r", *a, **k):
+        fh = real(file, mode, *a, **k)
+        if str(file) == str(items) and "a" in mode:
+            appends.append(1)
+            if len(appends) == 2:
+                return HalfWritten(fh)
+        return fh
+
+    monkeypatch.setattr(builtins, "open", fake)
+    args = ["eval", "--model", smol_twin, "--tasks", "humanlike", "--limit", "10", "--out", out, "--device", "cpu"]
+    fails(args, str(items), "No space left on device", "free some space")
+    lines = items.read_text().splitlines()
+    assert len(lines) == 8 and all(json.loads(x)["id"] for x in lines)  # batch 1 whole, nothing of batch 2
+    assert not (out / "results.json").exists()
+    monkeypatch.undo()
+    code, text = run(*args, "--resume")
+    assert code == 0, text
+    after = items.read_text().splitlines()
+    assert after[:8] == lines and len({json.loads(x)["id"] for x in after}) == len(after) == 10
+
+
+# ------------------------------------------------------------------------------------------------ task selection
+
+@pytest.mark.parametrize(
+    "tasks, needles",
+    [
+        ("truthfulqa_mc3", ["--tasks: unknown task 'truthfulqa_mc3'", "did you mean 'truthfulqa_mc"]),
+        ("bbq,humanlke", ["unknown task 'humanlke'", "did you mean 'humanlike'"]),
+        ("", ["--tasks is empty"]),
+        (" , ,", ["--tasks is empty"]),
+        ("bbq,persona,bbq", ["--tasks: task 'bbq' is named twice"]),
+    ],
+)
+def test_bad_task_selection_before_any_model_load(tmp_path, tasks, needles):
+    """Model x/y does not exist: reaching the model load would be another error, so these are caught first."""
+    before = snapshot(tmp_path)
+    fails(["eval", "--model", "x/y", "--tasks", tasks, "--out", tmp_path / "ev"], *needles)
+    assert snapshot(tmp_path) == before and not (tmp_path / "ev").exists()
+
+
+def test_battery_task_with_the_humanlike_suite(tmp_path):
+    fails(["eval", "--model", "x/y", "--suite", "humanlike", "--tasks", "humanlike,bbq", "--out", tmp_path / "ev"],
+          "'bbq' is a battery task, but --suite humanlike runs only the human-likeness part")  # fmt: skip
+    assert not (tmp_path / "ev").exists()
+
+
+def test_train_only_prompt_file_for_eval(tmp_path):
+    path = write(tmp_path / "p.jsonl", prompts_text([{"id": "a", "prompt": "Hi", "split": "train"}]))
+    before = snapshot(tmp_path)
+    fails(["eval", "--model", "x/y", "--prompts", path, "--out", tmp_path / "ev"], "p.jsonl",
+          "no prompts with split 'eval'")  # fmt: skip
+    assert snapshot(tmp_path) == before and not (tmp_path / "ev").exists()
+
+
+def test_eval_only_prompt_file_for_training_names_the_split(tmp_path):
+    path = write(tmp_path / "p.jsonl", prompts_text([{"id": "a", "prompt": "Hi", "split": "eval"}]))
+    before = snapshot(tmp_path)
+    fails(["train", "--model", "x/y", "--prompts", path, "--out", tmp_path / "run"], "no prompts with split 'train'",
+          "training needs them", "`hmx eval`")  # fmt: skip
+    assert snapshot(tmp_path) == before
+
+
+def test_unfinished_run_folder_as_adapter(tmp_path):
+    run_dir = fake_run(tmp_path / "run")
+    before = snapshot(tmp_path)
+    fails(["eval", "--model", "x/y", "--adapter", run_dir, "--out", tmp_path / "ev"], str(run_dir),
+          "a training run folder without a finished adapter", f"hmx train --out {run_dir} --resume")  # fmt: skip
+    assert snapshot(tmp_path) == before
+
+
+def test_check_rubric_refuses_a_multi_token_score_token(smol_twin, tmp_path):
+    """Found as a new user: check-rubric said OK and `hmx train` failed only after loading the model."""
+    def tokens(d):
+        d["formats"]["yes_no"]["tokens"] = {"Definitely": 1, "No": 0}
+
+    path = write(tmp_path / "r.yaml", rubric_text(c=tokens))
+    before = snapshot(tmp_path)
+    fails(["check-rubric", path, "--model", smol_twin], "r.yaml", "score token 'Definitely' of format 'yes_no'",
+          "single tokens", f"tokenizer of {smol_twin}")  # fmt: skip
+    fails(["check-rubric", path, "--model", tmp_path / "nope"], "--model", "cannot load its tokenizer")
+    assert snapshot(tmp_path) == before
+    code, out = run("check-rubric", path, "--model", "none")  # the file itself is valid
+    assert code == 0 and "not checked" in out

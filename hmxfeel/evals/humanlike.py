@@ -18,6 +18,7 @@ from hmxfeel.evals.metrics import mean, proportion
 from hmxfeel.evals.store import ItemStore
 from hmxfeel.judge import judge_spec, make_judge
 from hmxfeel.lexical import PATTERNS, formulas, markers
+from hmxfeel.progress import progress
 from hmxfeel.reward import score_answers
 
 EVAL = "humanlike"
@@ -82,6 +83,17 @@ def run(
     same_scale = getattr(getattr(independent, "fmt", None), "name", None) == self_judge.fmt.name
     settings["independent_judge_format"] = getattr(getattr(independent, "fmt", None), "name", None)
     done = store.done()
+    with progress("human-likeness: answers + judging", sum(p.id not in done for p in prompts)) as advance:
+        _answer_and_judge(loaded, rubric, prompts, done, store, self_judge, independent, same_scale, seed, batch_size,
+                          sampling, advance)  # fmt: skip
+
+    rows = store.rows([p.id for p in prompts])
+    return [record(EVAL, metric, st, settings) | extra.get(metric, {}) for metric, st in metrics(rows).items()]
+
+
+def _answer_and_judge(loaded, rubric, prompts, done, store, self_judge, independent, same_scale, seed, batch_size,
+                      sampling, advance) -> None:  # fmt: skip
+    """Generate and score every batch not yet in `store`, appending each batch's rows as soon as it is done."""
     for start in range(0, len(prompts), batch_size):
         batch = [p for p in prompts[start : start + batch_size]]
         if all(p.id in done for p in batch):
@@ -108,9 +120,7 @@ def run(
                 row["same_scale"] = same_scale
             rows.append(row)
         store.add(rows)
-
-    rows = store.rows([p.id for p in prompts])
-    return [record(EVAL, metric, st, settings) | extra.get(metric, {}) for metric, st in metrics(rows).items()]
+        advance(sum(p.id not in done for p in batch))
 
 
 # Measures that describe rather than rank (the report shows them without an improved/degraded mark).

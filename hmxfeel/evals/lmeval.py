@@ -201,10 +201,15 @@ def score_in_chunks(
 
     Chunking is what makes an lm-eval-scored eval resumable item by item: a killed run loses at most one chunk.
     """
-    for start in range(0, len(todo), chunk_size):
-        chunk = todo[start : start + chunk_size]
-        samples = sorted(evaluate_chunk(lm, task, chunk), key=lambda s: s["doc_id"])
-        got = [s["doc_id"] for s in samples]
-        if got != sorted(chunk):
-            raise RuntimeError(f"lm-eval returned docs {got[:5]}... for requested {sorted(chunk)[:5]}...")
-        on_samples(samples)
+    from hmxfeel.progress import progress
+
+    name = getattr(getattr(task, "config", None), "task", None) or "items"
+    with progress(str(name), len(todo)) as advance:
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo[start : start + chunk_size]
+            samples = sorted(evaluate_chunk(lm, task, chunk), key=lambda s: s["doc_id"])
+            got = [s["doc_id"] for s in samples]
+            if got != sorted(chunk):
+                raise RuntimeError(f"lm-eval returned docs {got[:5]}... for requested {sorted(chunk)[:5]}...")
+            on_samples(samples)
+            advance(len(chunk))

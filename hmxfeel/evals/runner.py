@@ -24,6 +24,7 @@ from hmxfeel.evals import lmeval, metrics
 from hmxfeel.evals.store import ItemStore
 from hmxfeel.io import atomic_write_json, sha256_json
 from hmxfeel.models import Family
+from hmxfeel.progress import progress
 
 LOCAL = ("truthfulqa_mc1", "truthfulqa_mc2", "bbq", "sycophancy_opinion", "persona", "self_awareness")
 GENERAL = ("mmlu", "arc_challenge", "hellaswag", "winogrande", "gsm8k")
@@ -224,7 +225,12 @@ class Battery:
         store = self.store("are_you_sure", settings)
         todo = [it for it in items if it["id"] not in store.done()]
         self.log(f"are_you_sure: {len(items)} items, {len(items) - len(todo)} cached")
-        areyousure.run(self.model, self.tokenizer, self.family, todo, store.add, self.seed, self.batch_size)
+        with progress("are_you_sure", len(todo)) as advance:
+            def keep(rows: list[dict]) -> None:
+                store.add(rows)
+                advance(len(rows))
+
+            areyousure.run(self.model, self.tokenizer, self.family, todo, keep, self.seed, self.batch_size)
         rows = store.rows([it["id"] for it in items])
         return [record("are_you_sure", m, st, settings) for m, st in local_metrics("are_you_sure", rows).items()]
 

@@ -1,0 +1,35 @@
+"""Progress with an ETA for work that takes more than a few seconds (answers and judging in the human-likeness
+part, items within a battery task), drawn on stderr only when stderr is a terminal: CI logs and redirected
+output stay short. `HMX_PROGRESS=0` turns it off on a terminal too."""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+
+def enabled(stream=None) -> bool:
+    stream = stream if stream is not None else sys.stderr
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and os.environ.get("HMX_PROGRESS", "1") != "0"
+
+
+@contextmanager
+def progress(description: str, total: int, stream=None) -> Iterator[Callable[[int], None]]:
+    """Yields `advance(n)`; on a terminal a bar shows done / total, elapsed time and the ETA, and is cleared when
+    the work ends (the caller's own one-line summary stays). Elsewhere `advance` does nothing."""
+    stream = stream if stream is not None else sys.stderr
+    if total <= 0 or not enabled(stream):
+        yield lambda n=1: None
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)  # fmt: skip
+
+    columns = (TextColumn("[bold cyan]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=Console(file=stream, force_terminal=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)

@@ -1,0 +1,20 @@
+"""A training run in a log (stderr not a terminal): no FutureWarning per step, no progress bar frames."""
+
+import warnings
+
+from typer.testing import CliRunner
+
+from hmxfeel.cli import app
+
+
+def test_training_log_has_no_per_step_warnings_or_bars(smol_twin, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("steps: 3\nprompts_per_step: 1\nnum_generations: 2\nmax_completion_tokens: 8\nsave_every: 3\n")
+    args = ["train", "--model", str(smol_twin), "--out", str(tmp_path / "run"), "--config", str(cfg), "--device", "cpu"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every occurrence, as a first run shows them
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    deprecations = [str(w.message) for w in caught if issubclass(w.category, FutureWarning) and "checkpointing" in str(w.message)]
+    assert deprecations == []
+    assert "/3 [" not in result.stderr  # tqdm's step bar ("2/3 [00:01<00:00, ...]") stays off in a log
