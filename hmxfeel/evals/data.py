@@ -354,6 +354,60 @@ def load_self_awareness(data_dir: Path | None, sets: Iterable[str] | None = None
     return _load_behaviour(_behaviour_sets(_need_dir(data_dir) / SELF_AWARENESS_DIR, "self-awareness-*.jsonl", sets))
 
 
+# ------------------------------------------------------------------------------------------------ HellaSwag
+
+HELLASWAG_FILE = "hellaswag/hellaswag_val_full.txt"
+_SENTENCE_END = re.compile(r"[.!?] ")
+
+
+def _capitalize_tail(ctx: str) -> str:
+    """lm-eval builds the context as ctx_a + " " + ctx_b.capitalize(); the text layout has ctx_a and ctx_b
+    joined as written. ctx_b is the unfinished sentence at the end ("he", "the child and a different man"), so
+    the text after the last sentence end is capitalized when it is all lower-case (where `capitalize` is
+    upper-casing its first letter). A mixed-case ending is left as it is: lm-eval's result there can't be known."""
+    ends = list(_SENTENCE_END.finditer(ctx))
+    cut = ends[-1].end() if ends else ctx.find(": ") + 2
+    tail = ctx[cut:]
+    if tail and tail == tail.lower() and tail[0].isalpha():
+        return ctx[:cut] + tail.capitalize()
+    return ctx
+
+
+@functools.lru_cache(maxsize=4)
+def _hellaswag_cached(path: str, mtime_ns: int) -> tuple:
+    from lm_eval.tasks.hellaswag.utils import preprocess  # lm-eval's own cleaning of the WikiHow brackets
+
+    lines = Path(path).read_text(encoding="utf-8").split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines or len(lines) % 6:
+        raise DataMissing(f"{path}: {len(lines)} lines; the layout has 6 per task (context, label, 4 endings)")
+    items = []
+    for k in range(0, len(lines), 6):
+        ctx, label, endings = lines[k], lines[k + 1].strip(), lines[k + 2 : k + 6]
+        if label not in ("0", "1", "2", "3"):
+            raise DataMissing(f"{path}:{k + 2}: label {label!r} is not 0-3")
+        key = hashlib.sha256("\n".join([ctx, *endings]).encode()).hexdigest()[:12]
+        items.append({"id": f"hs-{key}", "text": preprocess(_capitalize_tail(ctx)),
+                      "choices": [preprocess(e) for e in endings], "label": int(label),
+                      "activity": ctx.split(": ", 1)[0]})  # fmt: skip
+    return tuple(items)
+
+
+def load_hellaswag(data_dir: Path | None) -> list[dict]:
+    """HellaSwag validation tasks from the llama.cpp text layout (six lines per task), as lm-eval's `hellaswag`
+    presents them: query = "<activity>: <context>", the four endings as continuations (after a space)."""
+    path = _need_dir(data_dir) / HELLASWAG_FILE
+    if not path.is_file():
+        raise DataMissing(f"{path} not found")
+    return [dict(it) for it in _hellaswag_cached(str(path), path.stat().st_mtime_ns)]
+
+
+def has_local(name: str, data_dir: Path | None) -> bool:
+    """Whether a benchmark that also exists on the Hub has its local copy in `data_dir`."""
+    return name == "hellaswag" and data_dir is not None and (data_dir / HELLASWAG_FILE).is_file()
+
+
 # ------------------------------------------------------------------------------------------------ selection
 
 
@@ -430,6 +484,7 @@ LOCAL_EVALS: dict[str, tuple[Callable[[Path | None], list[dict]], list[Stratum]]
     "sycophancy_opinion": (_sycophancy_items, [_key("topic"), _key("user_affiliation")]),
     "persona": (load_persona, [_key("set")]),
     "self_awareness": (load_self_awareness, [_key("set")]),
+    "hellaswag": (load_hellaswag, []),
 }
 
 

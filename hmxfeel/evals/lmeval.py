@@ -28,6 +28,7 @@ LOCAL_TASKS = {
     "sycophancy_opinion": "hmx_sycophancy_opinion",
     "persona": "hmx_persona",
     "self_awareness": "hmx_self_awareness",
+    "hellaswag": "hmx_hellaswag",  # when the data folder has it; otherwise the upstream task from the Hub
 }
 # Used when there is no local data folder and the Hub answers (same semantics as our local configs, but
 # upstream's prompts: TruthfulQA there is 6-shot QA-primed, so numbers differ from the local task).

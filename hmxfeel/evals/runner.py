@@ -5,7 +5,7 @@ Evaluations and how they are scored:
       lm-eval in-process (our task configs over the local canonical files); metrics from per-item records
   are_you_sure      own deterministic scorer on TruthfulQA MC1 items (areyousure.py)
   mmlu, arc_challenge, hellaswag, winogrande, gsm8k
-      upstream lm-eval task names; need the Hub, otherwise skipped
+      upstream lm-eval task names; need the Hub, otherwise skipped (hellaswag: local when the data folder has it)
 A skipped evaluation (data missing, Hub unreachable, or an error) yields a record with "skipped": reason.
 """
 
@@ -122,6 +122,9 @@ def _lm_row(eval_name: str, item: dict, sample: dict) -> dict:
             row[key] = item[key]
     if "labels" in item:
         row["p_true"] = metrics.mc2_score(lls, item["labels"])
+    if eval_name == "hellaswag":  # lm-eval's acc_norm: log-likelihood per character of the ending
+        row["pred_norm"] = metrics.argmax([ll / max(len(c), 1) for ll, c in zip(lls, item["choices"])])
+        row["correct_norm"] = row["pred_norm"] == item["label"]
     return row
 
 
@@ -141,6 +144,9 @@ def local_metrics(eval_name: str, rows: list[dict]) -> dict[str, dict]:
         return {"matching": metrics.matching_rate(rows), **{f"matching/{k}": v for k, v in per.items()}}
     if eval_name == "are_you_sure":
         return metrics.are_you_sure(rows)
+    if eval_name == "hellaswag":
+        return {"acc": metrics.proportion(r["correct"] for r in rows),
+                "acc_norm": metrics.proportion(r["correct_norm"] for r in rows)}  # fmt: skip
     raise KeyError(eval_name)
 
 
@@ -157,11 +163,12 @@ class Battery:
         self.chat = lmeval.chat_settings(tokenizer, family)
         self._lm = None
         self._hub: bool | None = None
+        self.engine = "fast"  # lmeval.ENGINES: how local multiple-choice tasks get their log-likelihoods
 
     @property
     def lm(self):
         if self._lm is None:
-            self._lm = lmeval.make_lm(self.model, self.tokenizer, self.family, self.batch_size)
+            self._lm = lmeval.make_lm(self.model, self.tokenizer, self.family, self.batch_size, self.engine)
         return self._lm
 
     def hub(self) -> bool:
@@ -190,7 +197,8 @@ class Battery:
         limit = self.n_for(eval_name)
         items = data_mod.items_for(eval_name, self.data_dir, limit, self.seed)
         settings = self.settings(eval_name, n_items=len(items), selection=SELECTION.get(eval_name, "hash order"),
-                                 scorer=f"lm-eval task {lmeval.LOCAL_TASKS[eval_name]} (in-process HFLM)")  # fmt: skip
+                                 scorer=f"lm-eval task {lmeval.LOCAL_TASKS[eval_name]} (in-process HFLM)",
+                                 engine=self.engine)  # fmt: skip
         if eval_name == "sycophancy_opinion":
             settings["sources"] = sorted({it["source"] for it in items})
         store = self.store(eval_name, settings)
@@ -205,7 +213,8 @@ class Battery:
             def keep(samples: list[dict]) -> None:
                 store.add([_lm_row(eval_name, items[s["doc_id"]], s) for s in samples])
 
-            lmeval.score_in_chunks(self.lm, task, todo, keep, chunk_size=max(8, 4 * self.batch_size))
+            chunk = 64 if self.engine == "fast" else max(8, 4 * self.batch_size)  # fast: more shared prefix per call
+            lmeval.score_in_chunks(self.lm, task, todo, keep, chunk_size=chunk)
         rows = store.rows([it["id"] for it in items])
         out = [record(eval_name, m, st, settings) for m, st in local_metrics(eval_name, rows).items()]
         if eval_name == "sycophancy_opinion":
@@ -270,7 +279,7 @@ class Battery:
         return out
 
     def run_one(self, eval_name: str) -> list[dict]:
-        if eval_name in GENERAL:
+        if eval_name in GENERAL and not data_mod.has_local(eval_name, self.data_dir):
             if not self.hub():
                 reason = "needs the Hub (or a local copy): huggingface.co unreachable"
                 return [skipped(eval_name, reason, self.settings(eval_name))]
@@ -298,12 +307,14 @@ def run_battery(
     model_info: dict | None = None,
     log: Callable[[str], None] | None = None,
     lm=None,
+    engine: str = "fast",
 ) -> list[dict]:
     """Run the battery; returns the metric records and writes them to `out_dir/battery.json`.
 
     `model` may be a PeftModel (adapter applied). `limit` overrides every eval's suite limit. `evals` picks a
     subset of EVALS. `model_info` replaces the weights fingerprint in the settings (e.g. {"model": spec,
     "adapter": dir}). `lm` is an lm-eval LM to score with instead of wrapping `model` (tests, other backends).
+    `engine` computes the local tasks' log-likelihoods: "fast" (fastmc.py) or "lm-eval" (HFLM's own loop).
     A UserError is raised only for bad arguments or a refused resume; any data or scoring
     problem of one evaluation becomes a skipped record (errors are logged to `out_dir/errors.log`).
     """
@@ -318,7 +329,9 @@ def run_battery(
     battery = Battery(
         model, tokenizer, family, suite, data_dir, limit, out_dir, resume, seed, batch_size, model_info, log
     )
-    battery._lm = lm
+    if engine not in lmeval.ENGINES:
+        raise UserError(f"unknown scoring engine '{engine}' (choose from {', '.join(lmeval.ENGINES)})")
+    battery._lm, battery.engine = lm, engine
     records: list[dict] = []
     timing: dict[str, float] = {}
     was_training = model.training

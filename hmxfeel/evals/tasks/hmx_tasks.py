@@ -44,6 +44,10 @@ def self_awareness(**kwargs):
     return _dataset("self_awareness", **kwargs)
 
 
+def hellaswag(**kwargs):
+    return _dataset("hellaswag", **kwargs)
+
+
 def mc2_results(doc: dict, results: list) -> dict:
     """MC2: probability mass on the true answers, renormalised over all answers (computed in log space)."""
     lls = [r[0] for r in results]
