@@ -73,9 +73,12 @@ def twin_config(folder: Path, tokenizer, size: str = "tiny"):
             cfg.layer_types = cfg.layer_types[:2]
         if hasattr(cfg, "query_pre_attn_scalar"):
             cfg.query_pre_attn_scalar = 16
-    # The config's vocab may be padded beyond the tokenizer (Qwen3); a stand-in tokenizer may be larger.
     # Keep the real vocab size (Qwen3 pads it beyond the tokenizer) unless a larger stand-in tokenizer needs more.
     cfg.vocab_size = max(cfg.vocab_size, len(tokenizer))
+    if size == "tiny" and not tokenizer_is_real(folder):
+        # A stand-in vocabulary never produces the real one's ids: rows past it would only make every forward pass
+        # of a tiny twin several times slower (Gemma 2: 256,000 rows for SmolLM2's 49,152 tokens).
+        cfg.vocab_size = len(tokenizer)
     for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
         token = getattr(tokenizer, name.replace("_id", ""), None)
         if token is not None:
@@ -136,6 +139,7 @@ def build_twin(name: str, out: Path, size: str = "tiny", seed: int = 0) -> Path:
 DRY_RUN_TRAIN = {"steps": 2, "prompts_per_step": 1, "num_generations": 2, "max_completion_tokens": 8, "save_every": 1,
                  "judge_batch_size": 4}  # fmt: skip
 DRY_RUN_ITEMS = 2  # items per benchmark, held-out prompts for human-likeness, items of a training safety slice
+TWIN_RECIPE = 2  # bump when twin_config / twin_tokenizer change what they build: cached twins are then rebuilt
 TWINS_FILE = "twins.json"  # in the experiment folder: what was replaced by what (the report's first section)
 # The files a twin is made from (no weights): config, tokenizer (vocabulary and special tokens), chat template.
 SOURCE_FILES = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
@@ -203,7 +207,8 @@ def _twin_folder(source: Path, size: str) -> Path:
     from hmxfeel.io import sha256_text
     from hmxfeel.models import cache_dir
 
-    key = sha256_text("".join((source / f).read_text() for f in ("config.json", "tokenizer_config.json") if (source / f).is_file()))
+    files = "".join((source / f).read_text() for f in ("config.json", "tokenizer_config.json") if (source / f).is_file())
+    key = sha256_text(f"{TWIN_RECIPE}\n{files}")
     return cache_dir() / "twins" / f"{size}-{source.name.lower()}-{key[:10]}"
 
 

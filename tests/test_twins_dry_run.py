@@ -36,17 +36,32 @@ def force_think_blocks(monkeypatch) -> list[str]:
     the check that no `<think>` reaches a judge can fail. Returns the model types that were forced."""
     from transformers import GenerationMixin
 
-    from transformers import AutoTokenizer, GenerationMixin
+    import torch
+    from transformers import AutoTokenizer, GenerationMixin, LogitsProcessor, LogitsProcessorList
 
     original, forced, block = GenerationMixin.generate, [], {}
+
+    class Force(LogitsProcessor):
+        """The block's tokens first, then the model's own choice (a cheap mask: only the forced steps pay)."""
+
+        def __init__(self, ids: list[int], start: int):
+            self.ids, self.start = ids, start
+
+        def __call__(self, input_ids, scores):
+            step = input_ids.shape[1] - self.start
+            if step < len(self.ids):
+                scores = torch.full_like(scores, -float("inf"))
+                scores[:, self.ids[step]] = 0.0
+            return scores
 
     def generate(self, *args, **kwargs):
         if self.config.model_type == "qwen3" and "input_ids" in kwargs:
             path = self.config._name_or_path
             if path not in block:
                 block[path] = AutoTokenizer.from_pretrained(path).encode("<think>I should hide this</think>", add_special_tokens=False)
-            ids, start, every = block[path], kwargs["input_ids"].shape[1], list(range(self.config.vocab_size))
-            kwargs["prefix_allowed_tokens_fn"] = lambda _, seq: [ids[len(seq) - start]] if len(seq) - start < len(ids) else every
+            processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
+            processors.append(Force(block[path], kwargs["input_ids"].shape[1]))
+            kwargs["logits_processor"] = processors
             forced.append(path)
         return original(self, *args, **kwargs)
 
@@ -143,12 +158,19 @@ def test_paper_preset_runs_end_to_end_on_twins_of_all_five_families(tmp_path, mo
 
 
 def test_twins_bad_input_is_one_line(tmp_path):
-    """A missing --twins-from folder, or a model whose config files are nowhere offline: exit 2, one line."""
+    """A --twins-from that is no folder, a model whose config files are nowhere offline, a model folder twins
+    cannot be built from: exit 2, one line, before any stage."""
     from tests.test_experiment import cli_error
 
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("models: [{name: ghost, model: acme/no-such-model}]\n")
     code, line = cli_error(["run", "--preset", "paper", "--twins-from", tmp_path / "nope", "--out", tmp_path / "o"])
     assert code == 2 and line == f"hmx: error: twins: {tmp_path / 'nope'} is not a folder (give a folder holding one folder per model, e.g. qwen3-0.6b/)"
-    (tmp_path / "models").mkdir()
-    code, line = cli_error(["run", "--preset", "paper", "--twins-from", tmp_path / "models", "--out", tmp_path / "o"])
-    assert code == 2 and line.startswith("hmx: error: twins: cannot find the config files of 'Qwen/Qwen3-0.6B': no qwen3-0.6b or Qwen3-0.6B")
-    assert "not in the local Hugging Face cache" in line and not (tmp_path / "o").exists()
+    (tmp_path / "models" / "ghost").mkdir(parents=True)  # a folder of that name, but without a config.json
+    code, line = cli_error(["run", exp, "--twins-from", tmp_path / "models", "--out", tmp_path / "o"])
+    assert code == 2 and line.startswith("hmx: error: twins: cannot find the config files of 'acme/no-such-model': no ghost or no-such-model")
+    assert "the Hub cannot be reached and they are not in the local Hugging Face cache" in line  # HF_HUB_OFFLINE (conftest)
+    (tmp_path / "models" / "ghost" / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    code, line = cli_error(["run", exp, "--twins-from", tmp_path / "models", "--out", tmp_path / "o"])
+    assert code == 2 and line.startswith(f"hmx: error: twins: cannot build a twin of 'acme/no-such-model' from {tmp_path / 'models' / 'ghost'}: ")
+    assert not (tmp_path / "o").exists()
