@@ -174,3 +174,17 @@ def test_twins_bad_input_is_one_line(tmp_path):
     code, line = cli_error(["run", exp, "--twins-from", tmp_path / "models", "--out", tmp_path / "o"])
     assert code == 2 and line.startswith(f"hmx: error: twins: cannot build a twin of 'acme/no-such-model' from {tmp_path / 'models' / 'ghost'}: ")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_letter_merged_into_the_opening_bracket_is_scored_as_that_token(twin_dirs):
+    """Qwen3's vocabulary holds "(A": after a line-opening "(" lm-eval's split left no answer token (its assertion
+    failed the persona and self-awareness evaluations); the merged token is scored instead. Where "(" stays its own
+    token, lm-eval's split is unchanged."""
+    from hmxfeel.evals.lmeval import make_lm
+
+    loaded = models.load(str(twin_dirs["qwen3-0.6b"]), device="cpu")
+    lm = make_lm(loaded.model, loaded.tokenizer, loaded.family)
+    for context, answer in (("Choices: (A) yes (B) no\n(", "(A"), ("The answer is (", "A")):
+        context_enc, answer_enc = lm._encode_pair(context, "A")
+        assert loaded.tokenizer.decode(answer_enc) == answer and len(answer_enc) == 1
+        assert context_enc + answer_enc == lm.tok_encode(context + "A")
