@@ -248,9 +248,15 @@ def run_cmd(
     preset: Optional[str] = typer.Option(None, help="A packaged experiment: 'demo' (embedded model, CPU) or 'paper'."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: the experiment's `out`)."),
     seeds: Optional[int] = typer.Option(None, help="Repeat training with K seeds (0..K-1)."),
+    twins: bool = typer.Option(False, "--twins", help="Dry run: every model replaced by a tiny random twin (its own config, "
+                               "tokenizer, chat template), 2 training steps, 2 items per evaluation; out: OUT-twins."),
+    twins_from: Optional[Path] = typer.Option(None, help="Folder of model folders (config + tokenizer files, e.g. "
+                                              "qwen3-0.6b/) to make twins from; implies --twins. Default: "
+                                              "HMX_SHARED_MODELS, else the Hub or its cache."),
 ):
     """Run the whole experiment: eval base, train HL and reverse, eval both, report. Rerun to resume."""
     import dataclasses
+    import json
 
     from hmxfeel import experiment as exp_mod
 
@@ -262,6 +268,10 @@ def run_cmd(
             raise UserError("--seeds must be >= 1")
         exp = dataclasses.replace(exp, seeds=list(range(seeds)))
         text += f"\n# --seeds {seeds}\nseeds: {list(range(seeds))}\n"
+    if twins or twins_from:  # its own folder by default: a dry run never lands among a real run's results
+        flag = str(twins_from) if twins_from else True
+        exp, text = dataclasses.replace(exp, twins=flag), text + f"\n# --twins\ntwins: {json.dumps(flag)}\n"
+        out = out or Path(f"{exp.out.rstrip('/')}-twins")
     report = exp_mod.run(exp, text, Path(out or exp.out), log=lambda msg: console.print(f"[bold cyan]hmx run[/] {msg}"))
     console.print(f"[green]report written to {report} (and report.html)")
 

@@ -53,6 +53,7 @@ class Experiment:
     judge_model: str | None = None  # model name for an endpoint judge
     device: str | None = None  # cpu / cuda (default: cuda when available)
     parallel: int = 1  # stages run at once, each in its own process with cores / parallel threads (CPU)
+    twins: bool | str = False  # dry run on tiny random twins (twins.py); a folder of model folders to make them from
     description: str = ""
 
 
@@ -76,6 +77,8 @@ def parse(data: dict, source: str) -> Experiment:
     if isinstance(exp.parallel, bool) or not isinstance(exp.parallel, int) or exp.parallel < 1:
         raise UserError(f"{source}: 'parallel' must be an integer >= 1, got {exp.parallel!r}")
     _check_eval_settings(exp, source)
+    if not isinstance(exp.twins, (bool, str)) or exp.twins == "":
+        raise UserError(f"{source}: 'twins' must be true, false or a folder of model folders, got {exp.twins!r}")
     for key in ("train", "human", "reverse"):
         if not isinstance(getattr(exp, key), dict):
             raise UserError(f"{source}: '{key}' must be a mapping of training settings")
@@ -234,6 +237,11 @@ def run(exp: Experiment, text: str, out: Path, log=print) -> Path:
     from hmxfeel import models
     from hmxfeel.report import build_report
 
+    record = None
+    if exp.twins:  # before anything else: every later check and stage sees the twins and the shrunk settings
+        from hmxfeel import twins
+
+        exp, record = twins.dry_run(exp, twins.sources_folder(None if exp.twins is True else exp.twins))
     device = exp.device or models.default_device()
     if exp.parallel > 1 and device != "cpu":
         raise UserError(f"parallel: {exp.parallel} splits CPU cores between stages; on {device} keep parallel: 1 "
@@ -242,16 +250,21 @@ def run(exp: Experiment, text: str, out: Path, log=print) -> Path:
     # One runner per experiment folder. Stage processes lock their own subfolders, so they never wait on this.
     with folder_lock(out):
         try:
-            return _run_locked(exp, text, out, device, log, build_report)
+            return _run_locked(exp, text, out, device, log, build_report, record)
         except KeyboardInterrupt:  # Ctrl-C outside a training step (which stops itself with its own message)
             raise UserError(f"{out}: interrupted; finished stages are kept, {RESUME_HINT}") from None
 
 
-def _run_locked(exp: Experiment, text: str, out: Path, device: str, log, build_report) -> Path:
+def _run_locked(exp: Experiment, text: str, out: Path, device: str, log, build_report, twins: dict | None = None) -> Path:
+    # The stored experiment text names `twins:`, so a dry run and a real run never share a folder.
     stored = out / "experiment.yaml"
     if stored.exists() and yaml.safe_load(read_text(stored)) != yaml.safe_load(text):
         raise UserError(f"{out}: holds a different experiment (see {stored}); use another --out")
     atomic_write_text(stored, text)
+    if twins is not None:  # what each model was replaced by: the report's first section
+        from hmxfeel.twins import TWINS_FILE
+
+        atomic_write_json(out / TWINS_FILE, twins)
     state_path = out / STATE_FILE
     state = json.loads(read_text(state_path)) if state_path.exists() else {"done": {}}
     stages = plan(exp, out)

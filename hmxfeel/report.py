@@ -333,6 +333,10 @@ def build_report(run_dir: str | Path) -> Path:
 
     blind = report_parts(run_dir)
     first = [("Blind ratings (the measure of truth for human-likeness)", blind)] if blind else []
+    from hmxfeel.twins import report_parts as twin_parts
+
+    dry = twin_parts(run_dir)  # `hmx run --twins`: said before anything else, so no number is taken for a model's
+    first = [("DRY RUN: random twins, not the real models", dry)] + first if dry else first
     sections = [*first, ("Headline", intro), *sections, ("Run manifest", ["```\n" + json.dumps(manifest, indent=1, default=str)[:20000] + "\n```"])]
     return _write(run_dir, sections)
 

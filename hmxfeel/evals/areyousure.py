@@ -150,6 +150,7 @@ def run(
                         "correct_after": p2 == label,
                         "probs_before": probs1,
                         "probs_after": probs2,
+                        "rendered": after_texts[row],  # the whole exchange (question, answer, push-back), to audit
                     }
                 )
             on_records(records)

@@ -25,9 +25,14 @@ EVAL = "humanlike"
 SAMPLING = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 64}
 
 
+def rendered(tokenizer, family, user_prompt: str, system: str = "") -> str:
+    """The exact text a prompt is answered from (the family's chat template and switches); also kept per item."""
+    return chat.render(tokenizer, family, chat.messages(family, user_prompt, system or None))
+
+
 def generate(model, tokenizer, family, user_prompts: list[str], seed: int, sampling: dict, system: str = "") -> list[str]:
     """Sampled answers for one batch; the seed is set per batch so resumed runs reproduce the same answers."""
-    texts = [chat.render(tokenizer, family, chat.messages(family, p, system or None)) for p in user_prompts]
+    texts = [rendered(tokenizer, family, p, system) for p in user_prompts]
     tokenizer.padding_side = "left"
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     torch.manual_seed(seed)
@@ -109,6 +114,7 @@ def _answer_and_judge(loaded, rubric, prompts, done, store, self_judge, independ
                 "id": p.id,
                 "category": p.category,
                 "prompt": p.prompt,
+                "rendered": rendered(loaded.tokenizer, loaded.family, p.prompt),
                 "answer": answers[i],
                 "words": len(answers[i].split()),
                 "self": {k: v[i] for k, v in self_scores.items()},

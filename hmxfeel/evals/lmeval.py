@@ -72,6 +72,20 @@ def make_lm(model, tokenizer, family: Family, batch_size: int = 8, engine: str =
                 self.cache_hook.add_partial("loglikelihood", request, answer)
             return answers
 
+        def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+            """lm-eval's split, except where the answer merges into the context's last token: Qwen3's and Llama
+            3's vocabularies hold "(A" as one token, so a letter after a line-opening "(" left nothing to score
+            (lm-eval's assertion). Then the merged token is the answer, scored from the context before it."""
+            context_enc, continuation_enc = super()._encode_pair(context, continuation)
+            if continuation_enc:
+                return context_enc, continuation_enc  # the usual case: unchanged
+            spaces = len(context) - len(context.rstrip())  # lm-eval moves trailing whitespace to the answer; so here
+            if spaces:
+                context, continuation = context[:-spaces], context[-spaces:] + continuation
+            whole, context_enc = self.tok_encode(context + continuation), self.tok_encode(context)
+            same = next((i for i, (a, b) in enumerate(zip(whole, context_enc)) if a != b), min(len(whole), len(context_enc)))
+            return whole[:same], whole[same:]
+
     with quiet_lm_eval():
         return ChatHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
 

@@ -115,7 +115,8 @@ def _lm_row(eval_name: str, item: dict, sample: dict) -> dict:
     pred = metrics.argmax(lls)
     row = {"id": item["id"], "pred": pred, "label": item["label"], "answer": item["choices"][pred],
            "correct": pred == item["label"], "lls": [round(x, 5) for x in lls],
-           "prompt_hash": sample.get("prompt_hash")}  # fmt: skip
+           "prompt_hash": sample.get("prompt_hash"),
+           "rendered": sample["arguments"][0][0]}  # the exact text scored from (chat template included), to audit  # fmt: skip
     for key in ("category", "context_condition", "question_polarity", "unknown_index", "target_index", "topic",
                 "user_affiliation", "source", "set", "labels"):  # fmt: skip
         if key in item:
