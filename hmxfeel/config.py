@@ -21,10 +21,21 @@ LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vesp
 REPORT_TO = ("none", "tensorboard", "trackio", "wandb")
 
 
-def _f(default, help: str, **kw):
+# Choices of the fields that name a mode (one tuple each, shared with the code that acts on them).
+JUDGE_MODES = ("logit", "generative")
+JUDGE_IDENTITIES = ("frozen", "policy")
+JUDGE_DTYPES = ("auto", "same", "float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+def _f(default, help: str, choices: tuple = (), low=None, high=None, low_open: bool = False):
+    """A documented field, as TRL's GRPOConfig writes them (`metadata["help"]`), plus what a valid value is:
+    one of `choices`, or a number in [low, high] (`low_open`: low itself excluded). `TrainConfig.__post_init__`
+    checks every field against this, wherever the config came from."""
+    meta = {"help": help, "choices": choices, "low": low, "high": high, "low_open": low_open}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -135,6 +146,43 @@ class TrainConfig:
         if not 0 < self.temperature:
             raise UserError(f"{where}: temperature must be > 0")
         return self
+
+
+def grpo_kwargs(cfg: TrainConfig, out: Path, device: str, bf16: bool, chat_template_kwargs: dict | None) -> dict:
+    """TRL GRPOConfig arguments for `cfg` and a run folder `out`. Pure (no torch or TRL import), so the mapping
+    has a test of its own; `bf16` is decided by the caller from the dtype the model is loaded in."""
+    on_cpu = device == "cpu"
+    return {
+        "output_dir": str(Path(out) / "checkpoints"),
+        "max_steps": cfg.steps,
+        "per_device_train_batch_size": cfg.prompts_per_step * cfg.num_generations,
+        "num_generations": cfg.num_generations,
+        "learning_rate": cfg.learning_rate,
+        "beta": cfg.beta,
+        "loss_type": cfg.loss_type,
+        "scale_rewards": cfg.scale_rewards,
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "max_completion_length": cfg.max_completion_tokens,
+        "chat_template_kwargs": chat_template_kwargs or None,
+        "seed": cfg.seed,
+        "data_seed": cfg.seed,
+        "logging_steps": 1,  # metrics.jsonl and the monitors read every step
+        "save_strategy": "steps",
+        "save_steps": cfg.save_every,
+        "save_total_limit": cfg.keep_checkpoints,
+        "gradient_checkpointing": cfg.gradient_checkpointing,
+        "bf16": bf16 and not on_cpu,
+        "use_cpu": on_cpu,
+        "report_to": cfg.report_to,
+        "run_name": Path(out).name,  # the run's name in trackio / wandb
+        "project": "hmx-feel",  # trackio's project
+        "disable_tqdm": False,
+        "use_vllm": cfg.use_vllm,
+        "vllm_mode": cfg.vllm_mode,
+        "vllm_server_base_url": cfg.vllm_server_base_url or None,
+        "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization,
+    }
 
 
 # YAML 1.1 reads `3e-4` (no dot) as text; for a float field it is the number the user meant.
