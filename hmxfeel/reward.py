@@ -69,7 +69,7 @@ def check_finite(values, what: str, user_prompts: list[str], answers: list[str],
 def check_direction(direction: str) -> None:
     """The one check of a training direction (the CLI, an experiment and the reward all come through here)."""
     if direction not in DIRECTIONS:
-        raise UserError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        raise UserError(f"--direction must be one of {DIRECTIONS}, got {direction!r}")
 
 
 class RubricReward:

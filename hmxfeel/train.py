@@ -404,7 +404,8 @@ def _reconcile_resume(run: _Run, previous: dict) -> tuple[config_mod.TrainConfig
     unknown = sorted(set(previous.get("config", {})) - known)
     if unknown:  # written by another hmx-feel version: resuming would silently drop those settings
         raise UserError(f"{out / RUN_FILE}: unknown config fields {unknown} (written by another hmx-feel version)")
-    cfg = config_mod.TrainConfig(**previous["config"])
+    # Checked as a config file is, and named by the record it came from.
+    cfg = config_mod.TrainConfig(**config_mod.check_values(previous["config"], str(out / RUN_FILE)))
     return cfg, previous["rubric"]["source"], previous["prompts"]["source"]
 
 
