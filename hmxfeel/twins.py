@@ -72,7 +72,6 @@ def twin_config(folder: Path, tokenizer, size: str = "tiny"):
             cfg.layer_types = cfg.layer_types[:2]
         if hasattr(cfg, "query_pre_attn_scalar"):
             cfg.query_pre_attn_scalar = 16
-    # The config's vocab may be padded beyond the tokenizer (Qwen3); a stand-in tokenizer may be larger.
     # Keep the real vocab size (Qwen3 pads it beyond the tokenizer) unless a larger stand-in tokenizer needs more.
     cfg.vocab_size = max(cfg.vocab_size, len(tokenizer))
     for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
