@@ -23,7 +23,6 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
 from _common import peak_rss_mib  # noqa: E402  (first: sets threads before torch loads)
 

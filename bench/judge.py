@@ -18,7 +18,6 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
 from _common import REPO, peak_rss_mib, reset_peak_rss  # noqa: E402  (first: sets threads before torch loads)
 

@@ -1,8 +1,8 @@
 """An independent judge behind an OpenAI-compatible chat endpoint (a vLLM or llama.cpp server, or a hosted API).
 
 Same rubric, same prompt, same sanitising as the self-judge. Where the server returns `top_logprobs`, the score
-is the expected value over the score tokens, as in the logit judge; otherwise the reply text is parsed (the
-generative judge's rule) and an unparsable reply scores the neutral midpoint.
+is the expected value over the score tokens, as in the logit judge; otherwise the reply text is parsed; an
+unparsable reply scores the neutral midpoint (both rules: `hmxfeel.score_tokens`, shared with the self-judge).
 """
 
 from __future__ import annotations
@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import urllib.request
+
+import torch
 
 from hmxfeel.errors import UserError
 from hmxfeel.judge import JudgeResult, judge_prompt
 from hmxfeel.sanitize import sanitize
+from hmxfeel.score_tokens import ScoreTokens
 
 
 class EndpointJudge:
@@ -26,8 +28,7 @@ class EndpointJudge:
         self.fmt = rubric.format(format_name) if format_name else rubric.token_format()
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY", "")
         self.max_answer_chars = max_answer_chars
-        alternatives = "|".join(re.escape(t) for t in sorted(self.fmt.tokens, key=len, reverse=True))
-        self._reply = re.compile(rf"(?<![\w.])({alternatives})(?!\w|[.,]\d)", re.IGNORECASE)
+        self.score_tokens = ScoreTokens(self.fmt)
         self.parse_failures = 0
 
     def _post(self, content: str) -> dict:
@@ -52,22 +53,18 @@ class EndpointJudge:
         """Expected score from the first token's top logprobs, else the parsed reply text, else None."""
         choice = reply["choices"][0]
         first = ((choice.get("logprobs") or {}).get("content") or [{}])[0]
-        weights = {}
+        weights = dict.fromkeys(self.score_tokens.tokens, 0.0)
         for alt in first.get("top_logprobs", []):
-            token = alt["token"].strip()
-            if token in self.fmt.tokens:
-                weights[token] = weights.get(token, 0.0) + math.exp(alt["logprob"])
-        if weights:
-            total = sum(weights.values())
-            return sum(self.fmt.tokens[t] * w for t, w in weights.items()) / total
-        match = self._reply.search(choice.get("message", {}).get("content") or "")
-        if not match:
-            return None
-        return next(v for t, v in self.fmt.tokens.items() if t.lower() == match.group(1).lower())
+            token = alt["token"].strip()  # " 4" and "4" are the same grade
+            if token in weights:
+                weights[token] += math.exp(alt["logprob"])
+        if any(weights.values()):
+            expected, _ = self.score_tokens.expected(torch.tensor(list(weights.values()), dtype=torch.float64))
+            return float(expected)
+        return self.score_tokens.parse(choice.get("message", {}).get("content") or "")
 
     def score(self, user_prompts: list[str], answers: list[str]) -> JudgeResult:
         scores = {}
-        neutral = (self.fmt.low + self.fmt.high) / 2
         for crit in self.rubric.criteria:
             values = []
             for prompt, answer in zip(user_prompts, answers, strict=True):
@@ -75,6 +72,6 @@ class EndpointJudge:
                 v = self.value(self._post(text))
                 if v is None:
                     self.parse_failures += 1
-                values.append(self.fmt.to_unit(neutral if v is None else v))
+                values.append(self.score_tokens.unit(v))
             scores[crit.name] = values
         return JudgeResult(scores=scores, parse_failures=self.parse_failures)

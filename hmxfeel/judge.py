@@ -1,18 +1,17 @@
 """The self-judge: the model grades answers against the rubric, one criterion at a time.
 
-Two ways to read a grade:
-  * `LogitJudge` (default): one forward pass over the judge prompt; the score is the expected value of the
-    score tokens under the next-token distribution, renormalised over those tokens. Deterministic, cheap, and
-    a smooth reward (a 0.62 is more informative for GRPO than a sampled "3").
-  * `GenerativeJudge`: samples a short reply ("Score: 4"), parses it, retries, and falls back to the neutral
-    midpoint. The paper-era baseline, kept for comparison (bench/judge.py).
-
-  * `LikelihoodJudge` (for formats of kind "likelihood"): no grading question; the answer's per-token
-    log-likelihood in a context that shows the criterion minus that in one that shows its absence. The default
-    format, `demonstrations`, shows the criterion's contrast pairs as earlier turns of the conversation (high
-    answers on one side, low on the other); others build the contexts from the anchors (system prompts) or from
-    a request in the user's message. On SmolLM2-135M it separates the labelled probe answers far better than
-    asking "Yes/No" (bench/RESULTS.md, "Judge quality").
+The rubric format's kind decides how a grade is read (`make_judge` picks the class):
+  * kind "tokens", mode "logit" -> `LogitJudge`: one forward pass over the judge prompt; the score is the
+    expected value of the score tokens under the next-token distribution, renormalised over those tokens.
+    Deterministic, and a smooth reward (a 0.62 tells GRPO more than a sampled "3").
+  * kind "tokens", mode "generative" -> `GenerativeJudge`: samples a short reply ("Score: 4"), parses it,
+    retries, and falls back to the neutral midpoint. A baseline, kept for comparison (bench/judge.py).
+  * kind "likelihood" -> `LikelihoodJudge`: no grading question; the answer's per-token log-likelihood in a
+    context that shows the criterion minus that in one that shows its absence (contexts from the criterion's
+    anchors, a request in the user's message, or its demonstrations as earlier turns).
+  * kind "readout" -> `ReadoutJudge`: a ridge readout of the judging model's hidden states on the answer,
+    fitted to blind ratings (hmxfeel/readout.py). The packaged rubric's default format.
+Mode "logit" means "the format's own one-pass read-out" for the last two kinds; they cannot be sampled.
 
 Identity: `frozen` grades with the LoRA adapter disabled (the base model, a fixed reward), `policy` with the
 adapter on (the model grades itself as it changes).
@@ -21,20 +20,20 @@ adapter on (the model grades itself as it changes).
 from __future__ import annotations
 
 import copy
-import re
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
 from hmxfeel import chat
+from hmxfeel.config import JUDGE_IDENTITIES as IDENTITIES
+from hmxfeel.config import JUDGE_MODES as MODES
 from hmxfeel.errors import UserError
 from hmxfeel.models import Family
 from hmxfeel.rubric import Criterion, Rubric, ScoreFormat, check_single_tokens
 from hmxfeel.sanitize import sanitize, special_tokens_of
+from hmxfeel.score_tokens import ScoreTokens
 
-IDENTITIES = ("frozen", "policy")
-MODES = ("logit", "generative")
 EXCHANGE_HEADER = "\n\n### Exchange\n"
 
 
@@ -72,7 +71,7 @@ class JudgeResult:
 def judging(model, identity: str):
     """Eval mode, no autograd, and the adapter off for the frozen judge; restores the training mode after."""
     if identity not in IDENTITIES:
-        raise ValueError(f"judge identity must be one of {IDENTITIES}, got {identity!r}")
+        raise UserError(f"judge identity must be one of {IDENTITIES}, got {identity!r}")
     was_training = model.training
     model.eval()
     adapter_off = identity == "frozen" and hasattr(model, "disable_adapter")
@@ -185,17 +184,14 @@ class LogitJudge(_BaseJudge):
         super().__init__(*args, **kwargs)
         self.prefix_cache = prefix_cache
         token_ids = check_single_tokens(self.fmt, self.tokenizer)
-        self.token_ids = torch.tensor(list(token_ids.values()))
-        self.values = torch.tensor([self.fmt.tokens[t] for t in token_ids], dtype=torch.float64)
+        self.score_tokens = ScoreTokens(self.fmt)
+        self.token_ids = torch.tensor([token_ids[t] for t in self.score_tokens.tokens])
 
     def expected_scores(self, last_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """From next-token logits [B, V]: (score in [0, 1], probability mass on the score tokens)."""
         probs = torch.softmax(last_logits.double(), dim=-1)[:, self.token_ids.to(last_logits.device)]
-        mass = probs.sum(-1)
-        weights = probs / mass.clamp_min(1e-300).unsqueeze(-1)
-        expected = weights @ self.values.to(weights.device)
-        unit = (expected - self.fmt.low) / (self.fmt.high - self.fmt.low)
-        return unit.float().cpu(), mass.float().cpu()
+        expected, mass = self.score_tokens.expected(probs)
+        return self.fmt.to_unit(expected).float().cpu(), mass.float().cpu()
 
     def split_prefix(self, texts: list[str]) -> tuple[list[int], list[list[int]]]:
         """Tokens of the shared rubric prefix and of each answer's suffix.
@@ -238,18 +234,11 @@ class GenerativeJudge(_BaseJudge):
     def __init__(self, *args, temperature: float = 0.7, retries: int = 2, max_new_tokens: int = 8, **kwargs):
         super().__init__(*args, **kwargs)
         self.temperature, self.retries, self.max_new_tokens = temperature, retries, max_new_tokens
-        alternatives = "|".join(re.escape(t) for t in sorted(self.fmt.tokens, key=len, reverse=True))
-        end = r"(?!\w|[.,]\d)"  # "3.5" or "35" is not the score token "3"
-        self._labelled = re.compile(rf"score\s*[:=]?\s*({alternatives}){end}", re.IGNORECASE)
-        self._bare = re.compile(rf"(?<![\w.])({alternatives}){end}", re.IGNORECASE)
+        self.score_tokens = ScoreTokens(self.fmt)
 
     def parse(self, reply: str) -> float | None:
-        """Value on the format's scale, or None. A labelled "Score: X" wins over a bare token."""
-        match = self._labelled.search(reply) or self._bare.search(reply)
-        if not match:
-            return None
-        token = next((t for t in self.fmt.tokens if t.lower() == match.group(1).lower()), None)
-        return None if token is None else self.fmt.tokens[token]
+        """Value on the format's scale, or None (`ScoreTokens.parse`)."""
+        return self.score_tokens.parse(reply)
 
     def prompts_for(self, user_prompts, answers):
         items = super().prompts_for(user_prompts, answers)
@@ -280,10 +269,9 @@ class GenerativeJudge(_BaseJudge):
                     for k, reply in zip(batch, self._sample([items[k][2] for k in batch])):
                         values[k] = self.parse(reply)
         failures = sum(v is None for v in values)
-        neutral = (self.fmt.low + self.fmt.high) / 2
         scores = {c: [0.0] * len(answers) for c in self.rubric.names}
         for (crit, i, _), v in zip(items, values):
-            scores[crit][i] = self.fmt.to_unit(neutral if v is None else v)
+            scores[crit][i] = self.score_tokens.unit(v)
         return JudgeResult(scores=scores, parse_failures=failures)
 
 
@@ -302,7 +290,7 @@ class LikelihoodJudge(_BaseJudge):
         super().__init__(*args, **kwargs)
         self.prefix_cache = prefix_cache
         if self.fmt.kind != "likelihood":
-            raise ValueError(f"format '{self.fmt.name}' is not a likelihood format")
+            raise UserError(f"format '{self.fmt.name}' is not a likelihood format (kind {self.fmt.kind})")
 
     def contexts(self, crit: Criterion) -> tuple[tuple[str, str, tuple], tuple[str, str, tuple]]:
         """(system prompt, request added to the user's message, earlier exchanges) for the high side and for
@@ -371,7 +359,7 @@ class LikelihoodJudge(_BaseJudge):
                         for k, v in zip(batch, got):
                             values[k] = v
                     sides.append(values)
-                ratios = torch.tensor([self.ratio(h, l) for h, l in zip(*sides)], dtype=torch.float64)
+                ratios = torch.tensor([self.ratio(hi, lo) for hi, lo in zip(*sides)], dtype=torch.float64)
                 scores[crit.name] = torch.sigmoid(self.fmt.sharpness * ratios).tolist()
         return JudgeResult(scores=scores)
 
@@ -385,7 +373,7 @@ class ReadoutJudge(_BaseJudge):
         from hmxfeel import readout
 
         if self.fmt.kind != "readout":
-            raise ValueError(f"format '{self.fmt.name}' is not a readout format")
+            raise UserError(f"format '{self.fmt.name}' is not a readout format (kind {self.fmt.kind})")
         ranges = readout.scale_ranges()
         self.targets = {c: self.fmt.target_of(c) for c in self.rubric.names}
         if self.fmt.impression:
@@ -435,7 +423,7 @@ def judge_spec(judge) -> dict:
 def make_judge(mode: str, model, tokenizer, family, rubric: Rubric, format_name: str | None = None, **kwargs) -> _BaseJudge:
     """The judge for `mode` and the rubric's format: a likelihood format gets the LikelihoodJudge."""
     if mode not in MODES:
-        raise ValueError(f"judge mode must be one of {MODES}, got {mode!r}")
+        raise UserError(f"judge mode must be one of {MODES}, got {mode!r}")
     args = (model, tokenizer, family, rubric)
     if mode == "generative" and format_name is None:
         format_name = rubric.token_format().name  # sampling needs a question with score tokens to answer

@@ -307,8 +307,8 @@ def build_report(run_dir: str | Path) -> Path:
     summary_table = table(
         ["statistic", "this run", "paper (HMX-feel)"],
         [["cells (model × metric), HL vs reverse", str(s["n"]), "–"],
-         ["improved or degraded by < 2%", _pct(s["within_2pct"]).lstrip("+"), "81.4%"],
-         ["degraded by > 10%", _pct(s["degraded_10pct"]).lstrip("+"), "15.0%"]],
+         ["improved or degraded by < 2%", _pct(s["within_2pct"]).lstrip("+"), f"{PAPER['within_2pct']:.1%}"],
+         ["degraded by > 10%", _pct(s["degraded_10pct"]).lstrip("+"), f"{PAPER['degraded_10pct']:.1%}"]],
     )  # fmt: skip
     intro = [
         "Base model vs human-like (HL, rewarded for expressing feelings, intentions and self-awareness) vs reverse "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
-from hmxfeel.errors import NonFiniteError
+from hmxfeel.errors import NonFiniteError, UserError
 from hmxfeel.monitors import text_health
 from hmxfeel.rubric import Rubric
 
@@ -66,12 +66,17 @@ def check_finite(values, what: str, user_prompts: list[str], answers: list[str],
                              f"answer {answers[i][:60]!r}")  # fmt: skip
 
 
+def check_direction(direction: str) -> None:
+    """The one check of a training direction (the CLI, an experiment and the reward all come through here)."""
+    if direction not in DIRECTIONS:
+        raise UserError(f"--direction must be one of {DIRECTIONS}, got {direction!r}")
+
+
 class RubricReward:
     """A TRL reward function: `reward(prompts=..., completions=..., **kwargs) -> list[float]`."""
 
     def __init__(self, judge: Scorer, rubric: Rubric, direction: str = "human", scale: float = 1.0, on_scores=None):
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        check_direction(direction)
         self.judge, self.rubric, self.direction, self.scale = judge, rubric, direction, scale
         self.on_scores = on_scores  # optional hook(prompts, answers, scores, rewards, step), e.g. a sample logger
         self.__name__ = f"rubric_{direction}"  # TRL names reward columns/metrics after this

@@ -258,63 +258,16 @@ def parse(data: dict, source: str) -> Rubric:
     raw_criteria = data.get("criteria")
     if not isinstance(raw_criteria, list) or not raw_criteria:
         raise UserError(f"{source}: 'criteria' must be a non-empty list")
-    criteria = []
-    for i, raw in enumerate(raw_criteria):
-        where = f"{source}: criteria[{i}]"
-        if not isinstance(raw, dict):
-            raise UserError(f"{where}: must be a mapping")
-        check_keys(raw, _CRITERION, where)
-        for key in _REQUIRED:
-            if key not in raw:
-                raise UserError(f"{where}: missing '{key}'")
-        weight = _number(raw["weight"], f"{where}.weight")
-        if weight <= 0:
-            raise UserError(f"{where}.weight: must be > 0, got {weight}")
-        name = _text(raw["name"], f"{where}.name")
-        fields = {k: _text(raw[k], f"{where}.{k}") for k in ("definition", "low", "high", "question")}
-        fields.update({k: _text(raw[k], f"{where}.{k}") for k in ("invite", "avoid") if k in raw})
-        criteria.append(Criterion(name=name, weight=weight, examples=_examples(raw.get("examples", []), where),
-                                  demos=_demos(raw.get("demos", []), where), **fields))
+    criteria = [_criterion(raw, f"{source}: criteria[{i}]") for i, raw in enumerate(raw_criteria)]
     names = [c.name for c in criteria]
     if len(set(names)) != len(names):
         raise UserError(f"{source}: criteria names must be unique, got {names}")
-
     raw_formats = data.get("formats")
     if not isinstance(raw_formats, dict) or not raw_formats:
         raise UserError(f"{source}: 'formats' must be a non-empty mapping")
-    formats = {}
-    for fname, raw in raw_formats.items():
-        where = f"{source}: formats.{fname}"
-        if not isinstance(raw, dict):
-            raise UserError(f"{where}: must be a mapping")
-        kind = raw.get("kind", "tokens")
-        if kind not in KINDS:
-            raise UserError(f"{where}.kind: must be one of {', '.join(KINDS)}, got {kind!r}")
-        if kind != "tokens":
-            build = _likelihood_format if kind == "likelihood" else _readout_format
-            formats[str(fname)] = build(str(fname), raw, where)
-            continue
-        check_keys(raw, _FORMAT, where)
-        tokens = raw.get("tokens")
-        if not isinstance(tokens, dict) or len(tokens) < 2:
-            raise UserError(f"{where}.tokens: must map at least two score tokens to values")
-        values = {str(tok): _number(val, f"{where}.tokens.{tok}") for tok, val in tokens.items()}
-        if len(set(values.values())) < 2:
-            raise UserError(f"{where}.tokens: needs at least two different values")
-        formats[str(fname)] = ScoreFormat(str(fname), _text(raw.get("instruction"), f"{where}.instruction"), values)
-    for fmt in formats.values():  # a template quoting an optional field needs it in every criterion
-        templates = " ".join(getattr(fmt, key) for key in _TEMPLATES)
-        for key, (what, has) in _OPTIONAL.items():
-            lacking = [c.name for c in criteria if "{" + key + "}" in templates and not has(c)]
-            if lacking:
-                raise UserError(f"{source}: formats.{fmt.name} quotes {{{key}}} but criteria {lacking} have no {what}")
-        unknown = sorted(set(dict(fmt.targets)) - set(names))
-        if unknown:
-            raise UserError(f"{source}: formats.{fmt.name}.targets names no criteria {unknown} (criteria: {names})")
-        lacking = [c.name for c in criteria if fmt.demos and not c.demos]
-        if lacking:
-            raise UserError(f"{source}: formats.{fmt.name} shows demos but criteria {lacking} have none")
-
+    formats = {str(fname): _format(str(fname), raw, f"{source}: formats.{fname}") for fname, raw in raw_formats.items()}
+    for fmt in formats.values():
+        _check_format_against_criteria(fmt, criteria, source)
     judge_format = data.get("judge_format", next(iter(formats)))
     if judge_format not in formats:
         raise UserError(f"{source}: judge_format '{judge_format}' is not one of the formats {list(formats)}")
@@ -330,6 +283,59 @@ def parse(data: dict, source: str) -> Rubric:
         source=source,
         sha256=sha256_json(data),
     )
+
+
+def _criterion(raw, where: str) -> Criterion:
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: must be a mapping")
+    check_keys(raw, _CRITERION, where)
+    for key in _REQUIRED:
+        if key not in raw:
+            raise UserError(f"{where}: missing '{key}'")
+    weight = _number(raw["weight"], f"{where}.weight")
+    if weight <= 0:
+        raise UserError(f"{where}.weight: must be > 0, got {weight}")
+    name = _text(raw["name"], f"{where}.name")
+    fields = {k: _text(raw[k], f"{where}.{k}") for k in ("definition", "low", "high", "question")}
+    fields.update({k: _text(raw[k], f"{where}.{k}") for k in ("invite", "avoid") if k in raw})
+    return Criterion(name=name, weight=weight, examples=_examples(raw.get("examples", []), where),
+                     demos=_demos(raw.get("demos", []), where), **fields)  # fmt: skip
+
+
+def _format(fname: str, raw, where: str) -> ScoreFormat:
+    """One score format, checked by its kind."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: must be a mapping")
+    kind = raw.get("kind", "tokens")
+    if kind not in KINDS:
+        raise UserError(f"{where}.kind: must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind != "tokens":
+        build = _likelihood_format if kind == "likelihood" else _readout_format
+        return build(fname, raw, where)
+    check_keys(raw, _FORMAT, where)
+    tokens = raw.get("tokens")
+    if not isinstance(tokens, dict) or len(tokens) < 2:
+        raise UserError(f"{where}.tokens: must map at least two score tokens to values")
+    values = {str(tok): _number(val, f"{where}.tokens.{tok}") for tok, val in tokens.items()}
+    if len(set(values.values())) < 2:
+        raise UserError(f"{where}.tokens: needs at least two different values")
+    return ScoreFormat(fname, _text(raw.get("instruction"), f"{where}.instruction"), values)
+
+
+def _check_format_against_criteria(fmt: ScoreFormat, criteria: list[Criterion], source: str) -> None:
+    """A template quoting an optional field, a readout target or shown demos need it in every criterion."""
+    names = [c.name for c in criteria]
+    templates = " ".join(getattr(fmt, key) for key in _TEMPLATES)
+    for key, (what, has) in _OPTIONAL.items():
+        lacking = [c.name for c in criteria if "{" + key + "}" in templates and not has(c)]
+        if lacking:
+            raise UserError(f"{source}: formats.{fmt.name} quotes {{{key}}} but criteria {lacking} have no {what}")
+    unknown = sorted(set(dict(fmt.targets)) - set(names))
+    if unknown:
+        raise UserError(f"{source}: formats.{fmt.name}.targets names no criteria {unknown} (criteria: {names})")
+    lacking = [c.name for c in criteria if fmt.demos and not c.demos]
+    if lacking:
+        raise UserError(f"{source}: formats.{fmt.name} shows demos but criteria {lacking} have none")
 
 
 def load(path: str | Path | None = None, extra_formats: str | Path | None = None) -> Rubric:

@@ -15,7 +15,6 @@ import unicodedata
 from hmxfeel.chat import strip_think
 
 # Delimiters the judge prompt uses (see judge.py); an answer must never be able to close or reopen them.
-SECTION_PREFIX = "###"
 TAGS = ("rubric", "user_message", "assistant_answer", "question")
 
 _TAG = re.compile(r"<\s*/?\s*(" + "|".join(TAGS) + r")\s*>", re.IGNORECASE)

@@ -27,7 +27,7 @@ from hmxfeel.io import (OutputLock, append_jsonl, atomic_write_json, atomic_writ
                         read_text, share_like_umask, truncate_jsonl)
 from hmxfeel.judge import judge_spec, make_judge
 from hmxfeel.monitors import make_callback, safety_callback
-from hmxfeel.reward import DIRECTIONS, RubricReward
+from hmxfeel.reward import RubricReward, check_direction
 
 RUN_FILE = "run.json"
 
@@ -334,12 +334,54 @@ def train(
     force: bool = False,
     device: str | None = None,
     resume_hint: str = "continue with --resume",
+    load=None,
+    grpo_overrides: dict | None = None,
 ) -> Path:
     """Train one adapter; returns the adapter folder. The main process holds the run folder's lock throughout,
     so a second process on the same folder is refused before it writes anything. `resume_hint` is the last
-    part of the message when a signal or a monitor stops the run (`hmx run` resumes by rerunning)."""
-    if direction not in DIRECTIONS:
-        raise UserError(f"--direction must be one of {DIRECTIONS}, got {direction!r}")
+    part of the message when a signal or a monitor stops the run (`hmx run` resumes by rerunning).
+
+    `load` replaces `models.load` (same signature) and `grpo_overrides` is merged over the GRPOConfig arguments:
+    both for measurements that bring their own model or settings (bench/gpu_fit.py); None = the defaults."""
+    device = _preflight(direction, cfg, device)
+    out = Path(out)
+    # Under `accelerate launch` every rank runs this function; only the main process writes run files.
+    from accelerate import PartialState
+
+    # cpu=True makes a CPU-only multi-process launch (gloo) initialise as multi-process, not as two single ranks.
+    dist = PartialState(cpu=device == "cpu")
+    run = _Run(model_spec, direction, out, device, dist, resume_hint, load or models.load, grpo_overrides or {})
+    if not dist.is_main_process:
+        return _train(run, cfg, rubric_path, prompts_path, resume, force, None)
+    with folder_lock(out) as lock:
+        return _train(run, cfg, rubric_path, prompts_path, resume, force, lock)
+
+
+@dataclasses.dataclass
+class _Run:
+    """What every step of one training call shares."""
+
+    model_spec: str
+    direction: str
+    out: Path
+    device: str
+    dist: object  # accelerate's PartialState
+    resume_hint: str
+    load: object  # models.load or a stand-in with its signature
+    grpo_overrides: dict
+
+    @property
+    def main(self) -> bool:
+        return self.dist.is_main_process
+
+    def write_record(self, record: dict) -> None:
+        if self.main:
+            atomic_write_json(self.out / RUN_FILE, record)
+
+
+def _preflight(direction: str, cfg: config_mod.TrainConfig, device: str | None) -> str:
+    """Everything that can be refused before a model loads; returns the checked device."""
+    check_direction(direction)
     device = models.check_device(device or models.default_device())
     if cfg.use_vllm:
         import importlib.util
@@ -349,73 +391,83 @@ def train(
         if importlib.util.find_spec("vllm") is None:
             raise UserError("use_vllm needs vLLM: pip install 'hmx-feel[vllm]'")
     check_tracker(cfg.report_to)
-    out = Path(out)
-    # Under `accelerate launch` every rank runs this function; only the main process writes run files.
-    from accelerate import PartialState
-
-    # cpu=True makes a CPU-only multi-process launch (gloo) initialise as multi-process, not as two single ranks.
-    dist = PartialState(cpu=device == "cpu")
-    if not dist.is_main_process:
-        return _train(model_spec, direction, out, cfg, rubric_path, prompts_path, resume, force, device, dist, None,
-                      resume_hint)  # fmt: skip
-    with folder_lock(out) as lock:
-        return _train(model_spec, direction, out, cfg, rubric_path, prompts_path, resume, force, device, dist, lock,
-                      resume_hint)  # fmt: skip
+    return device
 
 
-def _train(model_spec, direction, out, cfg, rubric_path, prompts_path, resume, force, device, dist, lock, resume_hint):
+def _train(run: _Run, cfg, rubric_path, prompts_path, resume: bool, force: bool, lock) -> Path:
     import torch
-    from peft import LoraConfig
-    from trl import GRPOConfig
 
-    main = dist.is_main_process
-    with dist.main_process_first():
-        previous = prepare_out_dir(out, resume, force, lock) if main else (read_run_record(out) if resume else None)
+    with run.dist.main_process_first():
+        previous = (prepare_out_dir(run.out, resume, force, lock) if run.main
+                    else read_run_record(run.out) if resume else None)  # fmt: skip
     if previous is not None:  # a resumed run keeps its own settings
-        if previous["model"] != model_spec or previous["direction"] != direction:
-            raise UserError(
-                f"{out}: holds a {previous['direction']} run of {previous['model']}, not {direction} of {model_spec}"
-            )
-        if run_is_complete(out, previous):  # resuming would train past the last step and overwrite the adapter
-            raise UserError(f"{out}: the run is complete ({previous.get('steps_done')}/{previous['config'].get('steps')} "
-                            f"steps, adapter in {out / 'adapter'}); nothing to do")  # fmt: skip
-        known = {f.name for f in dataclasses.fields(config_mod.TrainConfig)}
-        unknown = sorted(set(previous.get("config", {})) - known)
-        if unknown:  # written by another hmx-feel version: resuming would silently drop those settings
-            raise UserError(f"{out / RUN_FILE}: unknown config fields {unknown} (written by another hmx-feel version)")
-        cfg = config_mod.TrainConfig(**previous["config"])
-        rubric_path, prompts_path = previous["rubric"]["source"], previous["prompts"]["source"]
-
+        cfg, rubric_path, prompts_path = _reconcile_resume(run, previous)
     rubric = rubric_mod.load(rubric_path)
     prompt_set = prompts_mod.load(prompts_path)
     dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
     torch.manual_seed(cfg.seed)
-    loaded = models.load(model_spec, device=device, dtype=dtype, for_training=True)
-    tokenizer, family = loaded.tokenizer, loaded.family
-    dataset = train_dataset(prompt_set, family, tokenizer, cfg)
+    loaded = run.load(run.model_spec, device=run.device, dtype=dtype, for_training=True)
+    dataset = train_dataset(prompt_set, loaded.family, loaded.tokenizer, cfg)
+    record = _run_record(run, cfg, loaded, rubric, prompt_set, len(dataset), previous)
+    # The judge is built before the run record is written: a rubric whose score tokens do not fit this tokenizer
+    # must fail without leaving a "running" run behind.
+    judge = _build_judge(cfg, loaded, rubric)
+    record["judge"] = judge_spec(judge)
+    run.write_record(record)
+    bf16 = (dtype or models.default_dtype(run.device)) == torch.bfloat16
+    trainer, monitor, safety = _build_trainer(run, cfg, loaded, judge, rubric, dataset, bf16)
+    checkpoint = _resume_point(run, resume)
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except NonFiniteError as exc:
+        raise _stopped_by_non_finite(exc, run.out, record, trainer.state.global_step, run.main) from None
+    return _finish(run, cfg, trainer, record, monitor, safety)
 
-    record = {
+
+def _reconcile_resume(run: _Run, previous: dict) -> tuple[config_mod.TrainConfig, str, str]:
+    """The saved config, rubric and prompts of the run being resumed, after checking it is the same run and has
+    steps left to train."""
+    out = run.out
+    if previous["model"] != run.model_spec or previous["direction"] != run.direction:
+        raise UserError(f"{out}: holds a {previous['direction']} run of {previous['model']}, "
+                        f"not {run.direction} of {run.model_spec}")  # fmt: skip
+    if run_is_complete(out, previous):  # resuming would train past the last step and overwrite the adapter
+        raise UserError(f"{out}: the run is complete ({previous.get('steps_done')}/{previous['config'].get('steps')} "
+                        f"steps, adapter in {out / 'adapter'}); nothing to do")  # fmt: skip
+    known = {f.name for f in dataclasses.fields(config_mod.TrainConfig)}
+    unknown = sorted(set(previous.get("config", {})) - known)
+    if unknown:  # written by another hmx-feel version: resuming would silently drop those settings
+        raise UserError(f"{out / RUN_FILE}: unknown config fields {unknown} (written by another hmx-feel version)")
+    # Checked as a config file is, and named by the record it came from.
+    cfg = config_mod.TrainConfig(**config_mod.check_values(previous["config"], str(out / RUN_FILE)))
+    return cfg, previous["rubric"]["source"], previous["prompts"]["source"]
+
+
+def _run_record(run: _Run, cfg, loaded, rubric, prompt_set, n_train: int, previous: dict | None) -> dict:
+    return {
         "kind": "train",
-        "model": model_spec,
+        "model": run.model_spec,
         "base_model_path": loaded.path,
-        "direction": direction,
+        "direction": run.direction,
         "config": dataclasses.asdict(cfg),
         "rubric": {"source": rubric.source, "name": rubric.name, "version": rubric.version, "sha256": rubric.sha256},
-        "prompts": {"source": prompt_set.source, "sha256": prompt_set.sha256, "n_train": len(dataset)},
-        "chat_template_kwargs": family.chat_template_kwargs,
-        "device": device,
+        "prompts": {"source": prompt_set.source, "sha256": prompt_set.sha256, "n_train": n_train},
+        "chat_template_kwargs": loaded.family.chat_template_kwargs,
+        "device": run.device,
         "versions": versions(),
         "status": "running",
         "started": previous["started"] if previous else time.time(),
     }
-    # The judge scores through the very model being trained (adapter off for the frozen judge), so it is built
-    # against the trainer's PeftModel below. It is built before the run record is written: a rubric whose score
-    # tokens do not fit this tokenizer must fail without leaving a "running" run behind.
-    judge = make_judge(
+
+
+def _build_judge(cfg, loaded, rubric):
+    """The self-judge. It scores through the very model being trained (adapter off for the frozen judge), so
+    `_build_trainer` points it at the trainer's PeftModel."""
+    return make_judge(
         cfg.judge_mode,
         loaded.model,
-        tokenizer,
-        family,
+        loaded.tokenizer,
+        loaded.family,
         rubric,
         format_name=cfg.judge_format or None,
         identity=cfg.judge_identity,
@@ -423,97 +475,63 @@ def _train(model_spec, direction, out, cfg, rubric_path, prompts_path, resume, f
         max_answer_tokens=cfg.max_answer_tokens,
         frozen_model=models.judge_copy_for(loaded, cfg.judge_dtype, cfg.judge_identity),
     )
-    record["judge"] = judge_spec(judge)
-    if main:
-        atomic_write_json(out / RUN_FILE, record)
-    reward = RubricReward(
-        judge, rubric, direction, scale=cfg.reward_scale, on_scores=SampleLog(out / "samples.jsonl", cfg.samples_per_step) if main else None
-    )
-    on_cpu = device == "cpu"
+
+
+def _build_trainer(run: _Run, cfg, loaded, judge, rubric, dataset, bf16: bool):
+    """The GRPO trainer with its reward, LoRA config and callbacks; returns (trainer, monitor, safety callback)."""
+    from peft import LoraConfig
+    from trl import GRPOConfig
+
+    samples = SampleLog(run.out / "samples.jsonl", cfg.samples_per_step) if run.main else None
+    reward = RubricReward(judge, rubric, run.direction, scale=cfg.reward_scale, on_scores=samples)
+    kwargs = config_mod.grpo_kwargs(cfg, run.out, run.device, bf16, loaded.family.chat_template_kwargs)
     _quiet_deprecations()
-    args = GRPOConfig(
-        output_dir=str(out / "checkpoints"),
-        max_steps=cfg.steps,
-        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
-        num_generations=cfg.num_generations,
-        learning_rate=cfg.learning_rate,
-        beta=cfg.beta,
-        loss_type=cfg.loss_type,
-        scale_rewards=cfg.scale_rewards,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        max_completion_length=cfg.max_completion_tokens,
-        chat_template_kwargs=family.chat_template_kwargs or None,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=cfg.save_every,
-        save_total_limit=cfg.keep_checkpoints,
-        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5's name (the old one warns)
-        bf16=not on_cpu and (dtype or models.default_dtype(device)) == torch.bfloat16,
-        use_cpu=on_cpu,
-        report_to=cfg.report_to,
-        run_name=out.name,  # the run's name in trackio / wandb
-        project="hmx-feel",  # trackio's project
-        disable_tqdm=not sys.stderr.isatty(),  # the step bar with its ETA on a terminal; CI logs stay short
-        use_vllm=cfg.use_vllm,
-        vllm_mode=cfg.vllm_mode,
-        vllm_server_base_url=cfg.vllm_server_base_url or None,
-        vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
-    )
-    lora = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=list(cfg.lora_targets or family.lora_targets),
-        task_type="CAUSAL_LM",
-    )
+    # The step bar (with its ETA) on a terminal only: in a log file every redraw is a line.
+    args = GRPOConfig(**{**kwargs, "disable_tqdm": not sys.stderr.isatty(), **run.grpo_overrides})
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_targets or loaded.family.lora_targets), task_type="CAUSAL_LM")
     monitor = make_callback(stop_on_alert=cfg.stop_on_alert)
-    callbacks = [_metrics_callback(out / "metrics.jsonl"), monitor]
+    callbacks = [_metrics_callback(run.out / "metrics.jsonl"), monitor]
     safety = None
     if cfg.safety_every > 0:
-        safety = safety_callback(tokenizer, family, out, cfg.safety_every, cfg.safety_items, cfg.safety_max_drop,
-                                 cfg.safety_data_dir or None)  # fmt: skip
+        safety = safety_callback(loaded.tokenizer, loaded.family, run.out, cfg.safety_every, cfg.safety_items,
+                                 cfg.safety_max_drop, cfg.safety_data_dir or None)  # fmt: skip
         callbacks.append(safety)
-    trainer = _trainer_class()(
-        model=loaded.model,
-        reward_funcs=[reward],
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=lora,
-        callbacks=callbacks,
-    )
-    _tensorboard_into(trainer, out / "tensorboard")
-    trainer.resume_hint = resume_hint
+    trainer = _trainer_class()(model=loaded.model, reward_funcs=[reward], args=args, train_dataset=dataset,
+                               processing_class=loaded.tokenizer, peft_config=lora, callbacks=callbacks)
+    _tensorboard_into(trainer, run.out / "tensorboard")
+    trainer.resume_hint = run.resume_hint
     judge.model = trainer.model  # the PeftModel: frozen judge = adapter disabled, policy judge = adapter on
+    return trainer, monitor, safety
 
-    checkpoint = last_checkpoint(out / "checkpoints") if resume else None
+
+def _resume_point(run: _Run, resume: bool) -> Path | None:
+    """The checkpoint to continue from (None: start at step 0); log lines written after it are dropped, so the
+    resumed run does not log those steps twice."""
+    checkpoint = last_checkpoint(run.out / "checkpoints") if resume else None
     done_step = int(checkpoint.name.split("-")[1]) if checkpoint else 0
-    for log in ("metrics.jsonl", "samples.jsonl") if main else ():  # drop lines written after that checkpoint
-        truncate_jsonl(out / log, lambda row: row.get("step", 0) <= done_step)
-    dist.wait_for_everyone()
-    try:
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    except NonFiniteError as exc:
-        raise _stopped_by_non_finite(exc, out, record, trainer.state.global_step, main) from None
+    for log in ("metrics.jsonl", "samples.jsonl") if run.main else ():
+        truncate_jsonl(run.out / log, lambda row: row.get("step", 0) <= done_step)
+    run.dist.wait_for_everyone()
+    return checkpoint
 
+
+def _finish(run: _Run, cfg, trainer, record: dict, monitor, safety) -> Path:
+    """Adapter and a complete run record when every step ran; else an interrupted record and a UserError."""
     steps_done = trainer.state.global_step
     record.update(alerts=monitor.alerts, steps_done=steps_done)
     if steps_done < cfg.steps:  # stopped by a signal or a monitor: a checkpoint was written, no adapter yet
         why = (f"signal {monitor.signalled}" if monitor.signalled
                else safety.alert if safety is not None and safety.alert else "a reward-hacking monitor")  # fmt: skip
         record.update(status="interrupted", stopped_by=why)
-        if main:
-            atomic_write_json(out / RUN_FILE, record)
-        raise UserError(f"{out}: stopped by {why} after step {steps_done} (checkpoint saved); {resume_hint}")
+        run.write_record(record)
+        raise UserError(f"{run.out}: stopped by {why} after step {steps_done} (checkpoint saved); {run.resume_hint}")
     record.update(status="complete", finished=time.time())
-    if main:
-        save_adapter(trainer.model, out / "adapter", record)
-        atomic_write_json(out / RUN_FILE, record)
-    dist.wait_for_everyone()
-    return out / "adapter"
+    if run.main:
+        save_adapter(trainer.model, run.out / "adapter", record)
+        run.write_record(record)
+    run.dist.wait_for_everyone()
+    return run.out / "adapter"
 
 
 def _stopped_by_non_finite(exc: NonFiniteError, out: Path, record: dict, steps_done: int, main: bool) -> NonFiniteError:

@@ -9,7 +9,7 @@ def loaded(twin_dirs):
 
 
 def test_families_detected(loaded):
-    assert {n: l.family.name for n, l in loaded.items()} == {
+    assert {n: m.family.name for n, m in loaded.items()} == {
         "qwen3-0.6b": "qwen3",
         "gemma-2-2b-it": "gemma2",
         "llama-3.2-3b-instruct": "llama",

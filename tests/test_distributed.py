@@ -66,9 +66,9 @@ open(f"probe{s.process_index}.txt", "w").write(f"{s.num_processes} {s.backend} {
 """
 
 # Entry script: hmxfeel.train.train under accelerate, then every rank writes a digest of the LoRA weights its
-# trainer holds. It creates PartialState(cpu=True) BEFORE train(): that is the proposed one-line fix for train.py
-# (train() calls PartialState() without cpu=True, which on a CPU-only launch resolves to a single process, so
-# every rank believes it is the main process; see test_cli_train_two_processes).
+# trainer holds. It creates PartialState(cpu=True) before train(), as train() itself does: without cpu=True a
+# CPU-only launch resolves to a single process and every rank believes it is the main one
+# (test_cli_train_two_processes runs the plain CLI path).
 ENTRY = r'''
 import json, sys
 from pathlib import Path

@@ -128,8 +128,8 @@ def reference_likelihood_score(loaded, judge, crit, prompt, answer) -> float:
     high, low = sides
     weights = [1.0] * len(high)
     if judge.fmt.weighting == "surprise":
-        weights = [1 - (math.exp(h) + math.exp(l)) / 2 for h, l in zip(high, low)]
-    ratio = sum(w * (h - l) for w, h, l in zip(weights, high, low)) / sum(weights)
+        weights = [1 - (math.exp(h) + math.exp(lo)) / 2 for h, lo in zip(high, low)]
+    ratio = sum(w * (h - lo) for w, h, lo in zip(weights, high, low)) / sum(weights)
     return 1 / (1 + math.exp(-judge.fmt.sharpness * ratio))
 
 

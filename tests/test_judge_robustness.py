@@ -1,21 +1,14 @@
 """Judge robustness: an attack added to an answer must not raise its human-direction reward by more than a stated
 tolerance, and answer length alone (neutral padding) must not move the reward by more than a stated bound.
 
-The measuring code is bench/judge_robustness.py (its output for the embedded model is in bench/RESULTS.md);
-the items are hmxfeel/data/adversarial.jsonl (24 attacks, each with its clean counterpart). The LogitJudge
-sanitises every answer first (hmxfeel/sanitize.py): most attacks are removed outright (gap exactly 0)."""
-
-import importlib.util
-from pathlib import Path
+The measuring code is hmxfeel/robustness.py (bench/judge_robustness.py prints it; its output for the embedded
+model is in bench/RESULTS.md); the items are hmxfeel/data/adversarial.jsonl (24 attacks, each with its clean
+counterpart). The judge sanitises every answer first (hmxfeel/sanitize.py): most attacks are removed outright (gap exactly 0)."""
 
 import pytest
 
 from hmxfeel import models
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "judge_robustness.py"
-_spec = importlib.util.spec_from_file_location("judge_robustness", BENCH)
-jr = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(jr)
+from hmxfeel import robustness as jr
 
 # reward(attacked) - reward(clean) on the [0, 1] human-direction reward, for every item, with the rubric's
 # judge_format (readout): embedded max +0.0029 (praise_self), mean +0.0001. The prompt-only `demonstrations` format

@@ -141,3 +141,43 @@ def test_loss_types_are_the_ones_trl_accepts():
     trl_help = GRPOConfig.__dataclass_fields__["loss_type"].metadata["help"]
     named = set(re.findall(r"'([a-z_]+)'", trl_help.split("Supported values are")[1].split(".")[0]))
     assert set(C.LOSS_TYPES) == named and "dapo" in C.LOSS_TYPES
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"loss_type": "dapoo"}, "loss_type must be one of"),
+        ({"judge_mode": "vibes"}, "judge_mode must be one of"),
+        ({"judge_identity": "self"}, "judge_identity must be one of"),
+        ({"top_p": 1.5}, "top_p must be <= 1"),
+        ({"learning_rate": 0.0}, "learning_rate must be > 0"),
+        ({"judge_batch_size": 0}, "judge_batch_size must be >= 1"),
+        ({"vllm_gpu_memory_utilization": 0.0}, "vllm_gpu_memory_utilization must be > 0"),
+    ],
+)
+def test_config_checks_itself_however_it_is_built(values, message):
+    with pytest.raises(UserError, match=f"^config: {message}"):
+        C.TrainConfig(**values)
+    with pytest.raises(UserError, match=message):
+        C.TrainConfig.for_device("cuda", **values)
+
+
+def test_config_flags_are_checked_and_named_by_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 3\n")
+    with pytest.raises(UserError, match=f"^{path}: steps must be >= 1"):
+        C.load(path, steps=0)
+
+
+def test_resumed_run_record_is_checked_like_a_config_file(tmp_path):
+    import dataclasses
+
+    from hmxfeel.train import train
+
+    out = tmp_path / "run"
+    out.mkdir()
+    config = {**dataclasses.asdict(C.TrainConfig()), "loss_type": "dapoo"}
+    record = {"model": "x/y", "direction": "human", "config": config, "status": "interrupted"}
+    (out / "run.json").write_text(json.dumps(record))
+    with pytest.raises(UserError, match=r"run\.json: loss_type must be one of"):
+        train("x/y", "human", out, C.TrainConfig(), resume=True, device="cpu")

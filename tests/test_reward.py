@@ -1,7 +1,7 @@
 import pytest
 
 from hmxfeel import rubric as R
-from hmxfeel.errors import NonFiniteError
+from hmxfeel.errors import NonFiniteError, UserError
 from hmxfeel.judge import JudgeResult
 from hmxfeel.reward import RubricReward, completion_text, last_user_text
 
@@ -89,5 +89,5 @@ def test_text_extraction_from_trl_formats():
 
 
 def test_unknown_direction_rejected():
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match="direction must be one of"):
         RubricReward(MockJudge(), R.load(), "sideways")

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-import torch
 
 from hmxfeel.config import TrainConfig
 from hmxfeel.train import last_checkpoint, train

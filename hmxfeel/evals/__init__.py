@@ -8,7 +8,7 @@ Layout, one concern per module:
   * `runner`     suites, per-item caching/resume, one record per metric
   * `tasks/`     lm-eval task configs that read the local canonical files
 
-The human-likeness evaluation lives in `humanlike` (written separately) and is wired by the CLI.
+The human-likeness evaluation lives in `humanlike`; `hmxfeel.evaluate` runs it beside the battery.
 """
 
 from __future__ import annotations
