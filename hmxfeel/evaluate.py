@@ -16,7 +16,7 @@ from hmxfeel import rubric as rubric_mod
 from hmxfeel.errors import UserError
 from hmxfeel.io import atomic_write_json, folder_lock, read_text
 
-SUITES = ("default", "quick", "humanlike")
+SUITES = ("default", "quick", "study", "humanlike")
 HUMANLIKE = "humanlike"  # the human-likeness part, selectable by --tasks like any battery evaluation
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hmxfeel import study
 from hmxfeel.io import atomic_write_text, read_text
 from hmxfeel.stats import bias_aware, paired_bootstrap, seed_bootstrap, signed_change, summary
 
@@ -251,12 +252,60 @@ def _samples(base: Path, hl: Path, rev: Path, k: int = 5) -> list[list[str]]:
     return [[b[i]["prompt"], b[i]["answer"], h[i]["answer"], r[i]["answer"]] for i in ids]
 
 
+def _points(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def _ci_points(ci) -> str:
+    if not ci:
+        return "–"
+    mark = " *" if ci[0] > 0 or ci[1] < 0 else ""
+    return f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]{mark}"
+
+
+def power_parts(model_dir: Path, seed_dirs: list[Path]) -> tuple[list, list[dict]]:
+    """The seed-pooled benchmark cells with n and MDE, and the paper's claims with a verdict each; also the
+    cells (for the paper's summary shares, which count only cells able to resolve a 2% change)."""
+    from hmxfeel import study
+
+    results = _json(seed_dirs[0] / "eval-human" / "results.json") or {"records": []}
+    evals = sorted({r["eval"] for r in results["records"] if r["eval"] != "humanlike" and not r.get("skipped")})
+    by_eval = {ev: study.cells(model_dir, seed_dirs, ev, _items, _metric_fn(ev)) for ev in evals}
+    rows, cells = [], []
+    for ev, metrics in by_eval.items():
+        for m, c in metrics.items():
+            better = "lower" if m.startswith("|") else (_records(seed_dirs[0] / "eval-human").get((ev, m)) or {}).get("better", "none")
+            ok = study.resolves_2pct(c)
+            if not m.startswith("bias"):  # a signed bias has no better direction; its |bias| row is the cell
+                cells.append({"eval": ev, "metric": m, "rel": signed_change(c["hl"], c["rev"], better), "resolves": ok})
+            rows.append([ev, m, c["n"], _points(c["base"]), _points(c["hl"]), _points(c["rev"]), _ci_points(c["ci_rev"]),
+                         _ci_points(c["ci_base"]), _points(c["mde"]), "yes" if ok else "no"])  # fmt: skip
+    claims = []
+    for claim in study.CLAIMS:
+        c = study.claim_cell(claim, by_eval)
+        claims.append([claim.text + (f" ({claim.note})" if claim.note else ""), f"HL {claim.hl_is}",
+                       c["n"] if c else "–", _ci_points(c and c["ci_rev"]), _ci_points(c and c["ci_base"]),
+                       _points(c and c["mde"]), study.verdict(claim, c)])  # fmt: skip
+    seeds = f"{len(seed_dirs)} seed{'s' if len(seed_dirs) > 1 else ''}"
+    parts = [
+        f"Values and differences in points (100 × the metric). {seeds} pooled: the CIs resample "
+        + ("training seeds, then items" if len(seed_dirs) > 1 else "items") + "; MDE = the smallest HL − reverse "
+        f"difference this many items would detect with 80% power (two-sided α = 0.05), from the paired item "
+        f"bootstrap's standard error (item sampling only). `resolves 2%`: MDE ≤ 2% of the reverse model's value, "
+        "the size of change the paper's summary share counts.",
+        table(["claim (paper)", "direction", "n", "HL − reverse (95% CI)", "HL − base (95% CI)", "MDE", "verdict"], claims),
+        table(["eval", "metric", "n", "base", "HL", "reverse", "HL − reverse (95% CI)", "HL − base (95% CI)", "MDE",
+               "resolves 2%"], rows),
+    ]  # fmt: skip
+    return parts, cells
+
+
 def build_report(run_dir: str | Path) -> Path:
     """Write report.md, report.html and figures/ for an experiment folder; returns report.md."""
     run_dir = Path(run_dir)
     state = _json(run_dir / "stages.json") or {"done": {}}
     sections: list[tuple[str, list]] = []  # (title, [str | table | Path(figure)])
-    cells, headline = [], []
+    cells, headline, power, appendix = [], [], [], []
     model_dirs = sorted(p for p in run_dir.iterdir() if p.is_dir() and (p / "eval-base").exists())
     for model_dir in model_dirs:
         base = model_dir / "eval-base"
@@ -271,6 +320,10 @@ def build_report(run_dir: str | Path) -> Path:
             label = f"{model_dir.name} / {seed_dir.name}"
             human = [r for r in rows if r["eval"] == "humanlike" and "skipped" not in r]
             bench = [r for r in rows if r["eval"] != "humanlike"]
+            # Breakdown rows (per category / set) of under 30 items say little: they go to the appendix.
+            small = [r for r in bench if "/" in r["metric"] and "skipped" not in r and (r["n"] or 0) < study.MIN_ROW_N]
+            bench = [r for r in bench if r not in small]
+            appendix += [[label, r["eval"], r["metric"], r["n"], _fmt(r["hl"]), _fmt(r["rev"]), _ci(r["ci_hl_rev"], r["n"])] for r in small]
             t_human = table(
                 ["measure", "base", "HL", "reverse", "HL − reverse (95% CI)", "HL − base (95% CI)"],
                 [[r["metric"], _fmt(r["base"]), _fmt(r["hl"]), _fmt(r["rev"]), _ci(r["ci_hl_rev"]), _ci(r["ci_hl_base"])] for r in human],
@@ -285,7 +338,6 @@ def build_report(run_dir: str | Path) -> Path:
             )  # fmt: skip
             # Cells are (model, headline metric): per-category / per-set breakdowns ("bbq/acc_ambig/Age") would
             # multiply a benchmark's weight and count n=1 cells.
-            cells += [r["rel_hl_rev"] for r in bench if "skipped" not in r and r["rel_hl_rev"] is not None and "/" not in r["metric"]]
             figs = [training_figure(model_dir, seed_dir, run_dir / "figures" / f"train-{model_dir.name}-{seed_dir.name}.png"),
                     humanlike_figure(human, f"human-likeness: {label}", run_dir / "figures" / f"humanlike-{model_dir.name}-{seed_dir.name}.png")]  # fmt: skip
             samples = table(["prompt", "base", "HL", "reverse"], _samples(base, hl, rev))
@@ -301,14 +353,24 @@ def build_report(run_dir: str | Path) -> Path:
                     table(["run", "measure", "first", "last", "change"], safety), *([fig] if fig else [])]))
             sections.append((f"{label}: sample answers to the same eval prompts", [samples]))
         headline += pooled_rows(model_dir, finished)
+        if finished:
+            parts, model_cells = power_parts(model_dir, finished)
+            power.append((f"{model_dir.name}: the paper's benchmark claims, seeds pooled, with power", parts))
+            cells += [{**c, "model": model_dir.name} for c in model_cells]
 
-    s = summary(cells)
-    degraded = sorted((c for c in cells if c < -0.10))
+    # The paper's two shares count cells (model x benchmark metric, HL vs contrastive). Only cells whose items could
+    # resolve a 2% change enter them here; the rest are counted and shown, not averaged into the shares.
+    usable = [c for c in cells if c["rel"] is not None]
+    resolvable = [c["rel"] for c in usable if c["resolves"]]
+    s, s_all = summary(resolvable), summary([c["rel"] for c in usable])
+    degraded = sorted(c["rel"] for c in usable if c["rel"] < -0.10)
     summary_table = table(
-        ["statistic", "this run", "paper (HMX-feel)"],
-        [["cells (model × metric), HL vs reverse", str(s["n"]), "–"],
-         ["improved or degraded by < 2%", _pct(s["within_2pct"]).lstrip("+"), f"{PAPER['within_2pct']:.1%}"],
-         ["degraded by > 10%", _pct(s["degraded_10pct"]).lstrip("+"), f"{PAPER['degraded_10pct']:.1%}"]],
+        ["statistic", "this run: cells that resolve 2%", "this run: all cells (not comparable)", "paper (HMX-feel)"],
+        [["cells (model × metric), HL vs reverse, seeds pooled", f"{s['n']} of {s_all['n']}", str(s_all["n"]), "–"],
+         ["improved or degraded by < 2%", _pct(s["within_2pct"]).lstrip("+"), _pct(s_all["within_2pct"]).lstrip("+"),
+          f"{PAPER['within_2pct']:.1%}"],
+         ["degraded by > 10%", _pct(s["degraded_10pct"]).lstrip("+"), _pct(s_all["degraded_10pct"]).lstrip("+"),
+          f"{PAPER['degraded_10pct']:.1%}"]],
     )  # fmt: skip
     intro = [
         "Base model vs human-like (HL, rewarded for expressing feelings, intentions and self-awareness) vs reverse "
@@ -319,7 +381,9 @@ def build_report(run_dir: str | Path) -> Path:
         "include seed-to-seed variation.",
         table(["model / seed", "measure", "base", "HL", "reverse", "HL − reverse (95% CI)"], headline),
         summary_table,
-        f"Cells degraded by more than 10%: {len(degraded)}.",
+        f"Cells degraded by more than 10%: {len(degraded)} of {len(usable)}. A cell resolves 2% when its minimum "
+        "detectable effect (80% power) is at most 2% of the reverse model's value; the others cannot tell a 2% "
+        "change from noise, so the shares over all cells are shown apart and not compared with the paper's.",
     ]
     manifest = {"stages": state.get("done", {}), "experiment": read_text(run_dir / "experiment.yaml") if (run_dir / "experiment.yaml").exists() else None}
     for run_json in sorted(run_dir.glob("*/seed*/*/run.json")):
@@ -337,7 +401,10 @@ def build_report(run_dir: str | Path) -> Path:
 
     dry = twin_parts(run_dir)  # `hmx run --twins`: said before anything else, so no number is taken for a model's
     first = [("DRY RUN: random twins, not the real models", dry)] + first if dry else first
-    sections = [*first, ("Headline", intro), *sections, ("Run manifest", ["```\n" + json.dumps(manifest, indent=1, default=str)[:20000] + "\n```"])]
+    if appendix:
+        sections.append(("Appendix: breakdown rows under 30 items", [table(
+            ["model / seed", "eval", "metric", "n", "HL", "reverse", "HL − rev (95% CI)"], appendix)]))  # fmt: skip
+    sections = [*first, ("Headline", intro), *power, *sections, ("Run manifest", ["```\n" + json.dumps(manifest, indent=1, default=str)[:20000] + "\n```"])]
     return _write(run_dir, sections)
 
 

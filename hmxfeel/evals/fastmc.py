@@ -108,7 +108,7 @@ def _row_batches(lengths: list[int], budget: Budget):
 def _run_prefix(model, prefix: tuple[int, ...]):
     ids = torch.tensor([prefix], dtype=torch.long, device=_device(model))
     out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
-    return out.past_key_values
+    return out.cache
 
 
 @torch.no_grad()
@@ -131,14 +131,14 @@ def _score_batch(model, batch, shared: int, prefix_cache, rows, owner, budget: B
         cache.batch_repeat_interleave(len(batch))
     # Logits only at the positions that end a context: with right padding those differ per row.
     ends = sorted(set(n - 1 for n in lengths))
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
                 logits_to_keep=torch.tensor(ends, device=device))  # fmt: skip
     last = torch.stack([out.logits[j, ends.index(n - 1)] for j, n in enumerate(lengths)])
     first = F.log_softmax(last.float(), dim=-1)  # [contexts, vocab]: scores each continuation's first token
     scores = [(float(first[owner[k], cont[0]]), bool(first[owner[k]].argmax() == cont[0])) for k, (_, cont) in enumerate(rows)]
     longer = [k for k, (_, cont) in enumerate(rows) if len(cont) > 1]
     for part in _row_batches([len(rows[k][1]) - 1 for k in longer], budget):
-        _score_rest(model, out.past_key_values, mask, lengths, shared, rows, owner, [longer[p] for p in part], scores)
+        _score_rest(model, out.cache, mask, lengths, shared, rows, owner, [longer[p] for p in part], scores)
     return scores
 
 
@@ -157,7 +157,7 @@ def _score_rest(model, cache, mask, lengths, shared, rows, owner, longer, scores
     starts = torch.tensor([shared + lengths[owner[k]] for k in longer], device=device)
     positions = starts[:, None] + torch.arange(width, device=device)[None, :]
     out = model(input_ids=ids, attention_mask=torch.cat([mask[index], cont_mask], dim=1), position_ids=positions,
-                past_key_values=cache, use_cache=True)  # fmt: skip
+                cache=cache, use_cache=True)  # fmt: skip
     logp = F.log_softmax(out.logits.float(), dim=-1)
     for r, (k, cont) in enumerate(zip(longer, conts)):
         n = len(cont) - 1

@@ -41,6 +41,14 @@ SUITES: dict[str, dict[str, int | None]] = {
         "self_awareness": 96, "are_you_sure": 80,
         "mmlu": 3, "arc_challenge": 100, "hellaswag": 100, "winogrande": 100, "gsm8k": 25,
     },  # fmt: skip
+    # The benchmark study (`hmx run --preset study`): every TruthfulQA item, and the other local sets sized so the
+    # paired HL - reverse difference of each headline cell can resolve ~5 points (docs/study.md), all within
+    # ~2 h of a 2-core CPU for five models. Hub-only sets stay small: they are a capability check, not a claim.
+    "study": {
+        "truthfulqa_mc1": None, "truthfulqa_mc2": None, "are_you_sure": None, "bbq": 1200,
+        "sycophancy_opinion": 600, "persona": 480, "self_awareness": 480, "hellaswag": 500,
+        "mmlu": 5, "arc_challenge": 300, "winogrande": 300, "gsm8k": 25,
+    },  # fmt: skip
     "full": {e: None for e in EVALS},
 }
 BETTER = {

@@ -1,0 +1,126 @@
+"""Battery speed: the fast multiple-choice engine against lm-eval's HFLM loop, side by side, per local task.
+
+    OMP_NUM_THREADS=1 python bench/battery_speed.py [--items 24] [--data-dir ../shared/data] [--out FILE]
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python bench/battery_speed.py
+
+Embedded SmolLM2-135M, fp32, one thread. For every local task the same `--items` items (the suite's stratified
+selection) are scored by both engines in one process, alternating, after one warm-up chunk each; every answer is
+compared (same choice, |delta log-likelihood|). Floor: the FLOPs the fast engine cannot avoid (every distinct
+token of the call through the transformer once, vocabulary logits only where a token is scored) divided by the
+matmul rate measured in the same process; "% of floor" = floor time / measured time.
+The CPU (model, ISA flags torch dispatches to) is printed with the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from _common import REPO  # noqa: E402  (first: sets threads before torch loads)
+
+
+def matmul_gflops(torch) -> float:
+    """fp32 rate of the model's commonest matmul shape (tokens x hidden) @ (hidden x mlp), this thread count."""
+    a, b = torch.randn(256, 576), torch.randn(576, 1536)
+    for _ in range(20):
+        a @ b
+    n, t0 = 300, time.perf_counter()
+    for _ in range(n):
+        a @ b
+    return n * 2 * 256 * 576 * 1536 / (time.perf_counter() - t0) / 1e9
+
+
+def needed_flops(model, pairs) -> float:
+    """FLOPs of the work no engine can skip: each distinct token once through the body, logits where scored."""
+    from hmxfeel.evals import fastmc
+
+    head = model.get_output_embeddings().weight.numel()
+    body = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    body -= 0 if model.config.tie_word_embeddings else head
+    contexts = sorted({tuple(c) for c, _ in pairs}, key=len, reverse=True)
+    shared = fastmc.common_prefix(contexts)
+    tokens = shared + sum(len(c) - shared for c in contexts) + sum(len(k) - 1 for _, k in pairs)
+    scored = len(contexts) + sum(len(k) - 1 for _, k in pairs)
+    return 2 * body * tokens + 2 * head * scored
+
+
+def cpu_info(torch) -> dict:
+    flags = set()
+    model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+    return {"cpu": model, "avx2": "avx2" in flags, "avx512f": "avx512f" in flags, "avx512_bf16": "avx512_bf16" in flags,
+            "torch_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}  # fmt: skip
+
+
+def time_engine(lmeval, lm, task, docs) -> tuple[float, list]:
+    t0 = time.perf_counter()
+    samples = lmeval.evaluate_chunk(lm, task, docs)
+    return time.perf_counter() - t0, sorted(samples, key=lambda s: s["doc_id"])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--items", type=int, default=24, help="items per task")
+    ap.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--out", help="also write the rows as JSON here")
+    args = ap.parse_args(argv)
+    data = Path(args.data_dir)
+    if not data.is_dir():
+        print(f"# {data} is absent: nothing to measure (pass --data-dir, the layout of ../shared/data)")
+        return 0
+
+    import torch
+
+    from hmxfeel import models
+    from hmxfeel.evals import fastmc, lmeval
+
+    loaded = models.load("embedded", device="cpu", dtype=torch.float32)
+    info = {**cpu_info(torch), "matmul_gflops": round(matmul_gflops(torch), 1)}
+    print(json.dumps(info))
+    lms = {e: lmeval.make_lm(loaded.model, loaded.tokenizer, loaded.family, engine=e) for e in lmeval.ENGINES}
+    captured: list = []
+    real = fastmc.loglikelihoods
+
+    def capture(model, pairs, budget=None):
+        captured.append(pairs)
+        return real(model, pairs, budget)
+
+    rows = []
+    print(f"{'task':20} {'items':>5} {'lm-eval it/s':>12} {'fast it/s':>9} {'ratio':>6} {'floor it/s':>10} "
+          f"{'fast % floor':>12} {'max |dLL|':>9} {'same':>6}")  # fmt: skip
+    for name in lmeval.LOCAL_TASKS:
+        task = lmeval.load_local_task(name, data, args.items + 4, seed=0)
+        warm, docs = list(range(4)), list(range(4, len(task.eval_docs)))
+        for lm in lms.values():
+            lmeval.evaluate_chunk(lm, task, warm)
+        t_ref, ref = time_engine(lmeval, lms["lm-eval"], task, docs)
+        fastmc.loglikelihoods, captured[:] = capture, []
+        t_fast, fast = time_engine(lmeval, lms["fast"], task, docs)
+        fastmc.loglikelihoods = real
+        floor_s = sum(needed_flops(loaded.model, p) for p in captured) / (info["matmul_gflops"] * 1e9)
+        lls = [(lmeval.loglikelihoods(a), lmeval.loglikelihoods(b)) for a, b in zip(fast, ref)]
+        diff = max(abs(x - y) for a, b in lls for x, y in zip(a, b))
+        same = sum(a.index(max(a)) == b.index(max(b)) for a, b in lls)
+        n = len(docs)
+        row = {"task": name, "items": n, "lm_eval_items_s": n / t_ref, "fast_items_s": n / t_fast,
+               "ratio": t_ref / t_fast, "floor_items_s": n / floor_s, "fast_pct_floor": 100 * floor_s / t_fast,
+               "lm_eval_pct_floor": 100 * floor_s / t_ref, "max_abs_dll": diff, "same_choice": same}  # fmt: skip
+        rows.append(row)
+        print(f"{name:20} {n:5d} {row['lm_eval_items_s']:12.2f} {row['fast_items_s']:9.2f} {row['ratio']:6.2f} "
+              f"{row['floor_items_s']:10.2f} {row['fast_pct_floor']:11.0f}% {diff:9.1e} {same:3d}/{n}", flush=True)  # fmt: skip
+    total_ref = sum(r["items"] / r["lm_eval_items_s"] for r in rows)
+    total_fast = sum(r["items"] / r["fast_items_s"] for r in rows)
+    print(f"# all tasks: lm-eval {total_ref:.1f} s, fast {total_fast:.1f} s, ratio {total_ref / total_fast:.2f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"machine": info, "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
