@@ -45,8 +45,8 @@ SUITES: dict[str, dict[str, int | None]] = {
     # paired HL - reverse difference of each headline cell can resolve ~5 points (docs/study.md), all within
     # ~2 h of a 2-core CPU for five models. Hub-only sets stay small: they are a capability check, not a claim.
     "study": {
-        "truthfulqa_mc1": None, "truthfulqa_mc2": None, "are_you_sure": None, "bbq": 1200,
-        "sycophancy_opinion": 600, "persona": 480, "self_awareness": 480, "hellaswag": 500,
+        "truthfulqa_mc1": None, "truthfulqa_mc2": None, "are_you_sure": None, "bbq": 1000,
+        "sycophancy_opinion": 600, "persona": 240, "self_awareness": 240, "hellaswag": 200,
         "mmlu": 5, "arc_challenge": 300, "winogrande": 300, "gsm8k": 25,
     },  # fmt: skip
     "full": {e: None for e in EVALS},
