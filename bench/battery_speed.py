@@ -54,8 +54,14 @@ def cpu_info(torch) -> dict:
             model = line.split(":", 1)[1].strip()
         if line.startswith("flags"):
             flags = set(line.split(":", 1)[1].split())
-    return {"cpu": model, "avx2": "avx2" in flags, "avx512f": "avx512f" in flags, "avx512_bf16": "avx512_bf16" in flags,
-            "torch_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}  # fmt: skip
+    return {
+        "cpu": model,
+        "avx2": "avx2" in flags,
+        "avx512f": "avx512f" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "torch_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def time_engine(lmeval, lm, task, docs) -> tuple[float, list]:
@@ -92,8 +98,10 @@ def main(argv=None) -> int:
         return real(model, pairs, budget)
 
     rows = []
-    print(f"{'task':20} {'items':>5} {'lm-eval it/s':>12} {'fast it/s':>9} {'ratio':>6} {'floor it/s':>10} "
-          f"{'fast % floor':>12} {'max |dLL|':>9} {'same':>6}")  # fmt: skip
+    print(
+        f"{'task':20} {'items':>5} {'lm-eval it/s':>12} {'fast it/s':>9} {'ratio':>6} {'floor it/s':>10} "
+        f"{'fast % floor':>12} {'max |dLL|':>9} {'same':>6}"
+    )
     for name in lmeval.LOCAL_TASKS:
         task = lmeval.load_local_task(name, data, args.items + 4, seed=0)
         warm, docs = list(range(4)), list(range(4, len(task.eval_docs)))
@@ -108,12 +116,24 @@ def main(argv=None) -> int:
         diff = max(abs(x - y) for a, b in lls for x, y in zip(a, b))
         same = sum(a.index(max(a)) == b.index(max(b)) for a, b in lls)
         n = len(docs)
-        row = {"task": name, "items": n, "lm_eval_items_s": n / t_ref, "fast_items_s": n / t_fast,
-               "ratio": t_ref / t_fast, "floor_items_s": n / floor_s, "fast_pct_floor": 100 * floor_s / t_fast,
-               "lm_eval_pct_floor": 100 * floor_s / t_ref, "max_abs_dll": diff, "same_choice": same}  # fmt: skip
+        row = {
+            "task": name,
+            "items": n,
+            "lm_eval_items_s": n / t_ref,
+            "fast_items_s": n / t_fast,
+            "ratio": t_ref / t_fast,
+            "floor_items_s": n / floor_s,
+            "fast_pct_floor": 100 * floor_s / t_fast,
+            "lm_eval_pct_floor": 100 * floor_s / t_ref,
+            "max_abs_dll": diff,
+            "same_choice": same,
+        }
         rows.append(row)
-        print(f"{name:20} {n:5d} {row['lm_eval_items_s']:12.2f} {row['fast_items_s']:9.2f} {row['ratio']:6.2f} "
-              f"{row['floor_items_s']:10.2f} {row['fast_pct_floor']:11.0f}% {diff:9.1e} {same:3d}/{n}", flush=True)  # fmt: skip
+        print(
+            f"{name:20} {n:5d} {row['lm_eval_items_s']:12.2f} {row['fast_items_s']:9.2f} {row['ratio']:6.2f} "
+            f"{row['floor_items_s']:10.2f} {row['fast_pct_floor']:11.0f}% {diff:9.1e} {same:3d}/{n}",
+            flush=True,
+        )
     total_ref = sum(r["items"] / r["lm_eval_items_s"] for r in rows)
     total_fast = sum(r["items"] / r["fast_items_s"] for r in rows)
     print(f"# all tasks: lm-eval {total_ref:.1f} s, fast {total_fast:.1f} s, ratio {total_ref / total_fast:.2f}")

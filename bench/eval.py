@@ -24,9 +24,6 @@ from pathlib import Path
 from _common import REPO, peak_rss_mib, reset_peak_rss  # noqa: E402  (first: sets threads before torch loads)
 
 
-
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=8, help="items per battery evaluation")
@@ -59,8 +56,16 @@ def main(argv=None) -> int:
             if have_data:
                 reset_peak_rss()
                 out = Path(tmp) / f"battery-{r}"
-                records = run_battery(loaded.model, loaded.tokenizer, loaded.family, suite="quick", data_dir=data_dir,
-                                      limit=args.limit, out_dir=out, log=quiet)  # fmt: skip
+                records = run_battery(
+                    loaded.model,
+                    loaded.tokenizer,
+                    loaded.family,
+                    suite="quick",
+                    data_dir=data_dir,
+                    limit=args.limit,
+                    out_dir=out,
+                    log=quiet,
+                )
                 seconds = json.loads((out / "battery.json").read_text())["seconds"]
                 items: dict[str, int] = {}
                 for rec in records:
@@ -79,8 +84,11 @@ def main(argv=None) -> int:
             hl_secs.append(dt)
             hl_rates.append(args.humanlike_limit / dt)
             hl_rss.append(peak_rss_mib())
-            print(f"# repeat {r}: battery {battery_rates[-1] if have_data else float('nan'):.2f} items/s, "
-                  f"humanlike {hl_rates[-1]:.2f} prompts/s", flush=True)  # fmt: skip
+            print(
+                f"# repeat {r}: battery {battery_rates[-1] if have_data else float('nan'):.2f} items/s, "
+                f"humanlike {hl_rates[-1]:.2f} prompts/s",
+                flush=True,
+            )
 
     print(f"# embedded SmolLM2-135M fp32, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, {args.repeats} repeats")
     print()
@@ -94,18 +102,24 @@ def main(argv=None) -> int:
         if skipped:
             print(f"| battery: skipped (no data offline) | {', '.join(skipped)} | | | |")
         n_all = sum(obs[0][0] for obs in per_eval.values())
-        print(f"| **battery quick, limit {args.limit} (all scored)** | {n_all} | "
-              f"{n_all / statistics.median(battery_rates):.1f} | {statistics.median(battery_rates):.2f} | "
-              f"{max(battery_rss):.0f} |")  # fmt: skip
-    print(f"| **humanlike, limit {args.humanlike_limit}** | {args.humanlike_limit} | {statistics.median(hl_secs):.1f} | "
-          f"{statistics.median(hl_rates):.2f} | {max(hl_rss):.0f} |")  # fmt: skip
+        print(
+            f"| **battery quick, limit {args.limit} (all scored)** | {n_all} | "
+            f"{n_all / statistics.median(battery_rates):.1f} | {statistics.median(battery_rates):.2f} | "
+            f"{max(battery_rss):.0f} |"
+        )
+    print(
+        f"| **humanlike, limit {args.humanlike_limit}** | {args.humanlike_limit} | {statistics.median(hl_secs):.1f} | "
+        f"{statistics.median(hl_rates):.2f} | {max(hl_rss):.0f} |"
+    )
     print()
     print("## ratios (medians, same run)")
     if have_data:
         print(f"battery items/s = {statistics.median(battery_rates):.2f}")
     print(f"humanlike prompts/s = {statistics.median(hl_rates):.2f}")
     if have_data:
-        print(f"battery items/s / humanlike prompts/s = {statistics.median(battery_rates) / statistics.median(hl_rates):.1f}x")
+        print(
+            f"battery items/s / humanlike prompts/s = {statistics.median(battery_rates) / statistics.median(hl_rates):.1f}x"
+        )
     return 0
 
 

@@ -27,8 +27,6 @@ import time
 from _common import peak_rss_mib  # noqa: E402  (first: sets threads before torch loads)
 
 
-
-
 def copy_bandwidth(mib: int, repeats: int) -> float:
     """Bytes/s of a large tensor copy (read + write counted)."""
     import torch
@@ -104,8 +102,15 @@ def main(argv=None) -> int:
         torch.manual_seed(seed)
         t0 = time.perf_counter()
         with torch.inference_mode():
-            out = model.generate(**enc, do_sample=True, temperature=1.0, top_p=1.0, max_new_tokens=args.tokens,
-                                 min_new_tokens=args.tokens, pad_token_id=tok.pad_token_id)  # fmt: skip
+            out = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=1.0,
+                top_p=1.0,
+                max_new_tokens=args.tokens,
+                min_new_tokens=args.tokens,
+                pad_token_id=tok.pad_token_id,
+            )
         dt = time.perf_counter() - t0
         assert out.shape[1] - enc["input_ids"].shape[1] == args.tokens
         return dt
@@ -122,12 +127,16 @@ def main(argv=None) -> int:
             floors[b].append(matmul_floor(model, b, 3))
     bw = statistics.median(bws)
 
-    print(f"# embedded SmolLM2-135M fp32, weights {wbytes / 2**20:.0f} MiB read per decode step; copy bandwidth "
-          f"{bw / 1e9:.1f} GB/s ({args.copy_mib} MiB copy, median of {len(bws)}); {args.tokens} new tokens; "
-          f"torch threads {torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"# embedded SmolLM2-135M fp32, weights {wbytes / 2**20:.0f} MiB read per decode step; copy bandwidth "
+        f"{bw / 1e9:.1f} GB/s ({args.copy_mib} MiB copy, median of {len(bws)}); {args.tokens} new tokens; "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print()
-    print("| batch | median s | tokens/s | ms per decode step | bandwidth bound tok/s | % of bandwidth bound "
-          "| matmul floor ms/step | % of matmul floor |")
+    print(
+        "| batch | median s | tokens/s | ms per decode step | bandwidth bound tok/s | % of bandwidth bound "
+        "| matmul floor ms/step | % of matmul floor |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     pct, pct_floor = {}, {}
     for b in batches:
@@ -137,8 +146,10 @@ def main(argv=None) -> int:
         pct[b] = 100 * tps / bound
         floor_ms = 1000 * statistics.median(floors[b])
         pct_floor[b] = 100 * floor_ms / (1000 * med / args.tokens)
-        print(f"| {b} | {med:.2f} | {tps:.1f} | {1000 * med / args.tokens:.1f} | {bound:.1f} | {pct[b]:.0f}% | "
-              f"{floor_ms:.1f} | {pct_floor[b]:.0f}% |")
+        print(
+            f"| {b} | {med:.2f} | {tps:.1f} | {1000 * med / args.tokens:.1f} | {bound:.1f} | {pct[b]:.0f}% | "
+            f"{floor_ms:.1f} | {pct_floor[b]:.0f}% |"
+        )
     print(f"# peak RSS {peak_rss_mib():.0f} MiB")
     print()
     print("## ratios (medians, same run)")

@@ -54,14 +54,24 @@ def main(argv=None) -> int:
     ap.add_argument("--work-dir", default=None, help="scratch folder for the training runs (default OUT/work)")
     ap.add_argument("--seed-dir", default=None, help="seed model files (default .gpufit_models, else ../shared)")
     ap.add_argument("--dry-run", action="store_true", help="exercise the whole path on CPU with tiny twins")
-    ap.add_argument("--budget-s", type=float, default=900.0,
-                    help="stop launching runs after this many seconds (the full plan takes about 10 min on an H100)")
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=900.0,
+        help="stop launching runs after this many seconds (the full plan takes about 10 min on an H100)",
+    )
     ap.add_argument("--run-timeout-s", type=float, default=150.0, help="kill one run after this many seconds")
     ap.add_argument("--min-run-s", type=float, default=75.0, help="don't start a run with less budget left")
-    ap.add_argument("--runs", default="", help="explicit runs instead of the plan, e.g. qwen3-8b:16:nf4:gc,gemma-2-2b-it:24:bf16")
+    ap.add_argument(
+        "--runs", default="", help="explicit runs instead of the plan, e.g. qwen3-8b:16:nf4:gc,gemma-2-2b-it:24:bf16"
+    )
     ap.add_argument("--estimate-only", action="store_true", help="print the analytic estimate and exit")
-    ap.add_argument("--no-force-length", dest="force_length", action="store_false",
-                    help="let completions stop at EOS (default: min_new_tokens = max length)")
+    ap.add_argument(
+        "--no-force-length",
+        dest="force_length",
+        action="store_false",
+        help="let completions stop at EOS (default: min_new_tokens = max length)",
+    )
     ap.add_argument("--prepare-carry", metavar="DIR", help="copy the seed files a device run needs into DIR")
     # worker (internal)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -95,8 +105,10 @@ def main(argv=None) -> int:
     import torch
 
     rows = estimate_rows(args.models, Path(args.seed_dir))
-    print(f"Analytic estimate per model (GiB; TrainConfig.for_device('cuda'): 4 prompts x 8 answers, "
-          f"{PROMPT_TOKENS}+256 tokens, judge batch 32, LoRA r16 on q/k/v/o; GC = gradient checkpointing)\n")
+    print(
+        f"Analytic estimate per model (GiB; TrainConfig.for_device('cuda'): 4 prompts x 8 answers, "
+        f"{PROMPT_TOKENS}+256 tokens, judge batch 32, LoRA r16 on q/k/v/o; GC = gradient checkpointing)\n"
+    )
     print(estimate_table(rows, args.cap_gib, args.small_cap_gib))
     est = {r["model"]: r["est"] for r in rows}
     has_cuda = torch.cuda.is_available()

@@ -22,9 +22,6 @@ import time
 from _common import REPO, peak_rss_mib, reset_peak_rss  # noqa: E402  (first: sets threads before torch loads)
 
 
-
-
-
 def ranks(xs: list[float]) -> list[float]:
     """Average ranks (ties share the mean rank)."""
     order = sorted(range(len(xs)), key=lambda i: xs[i])
@@ -74,21 +71,41 @@ def main(argv=None) -> int:
     sampling = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": args.tokens, "min_new_tokens": args.tokens}
     answers = generate(model, tok, family, users, args.seed, sampling)
     n_tok = [len(tok.encode(a, add_special_tokens=False)) for a in answers]
-    print(f"# {len(answers)} completions, mean {statistics.fmean(n_tok):.1f} tokens, seed {args.seed}; "
-          f"{len(rubric.names)} criteria; torch threads {torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"# {len(answers)} completions, mean {statistics.fmean(n_tok):.1f} tokens, seed {args.seed}; "
+        f"{len(rubric.names)} criteria; torch threads {torch.get_num_threads()}"
+    )
 
     common = dict(identity="frozen", batch_size=8, format_name="yes_no")
     variants = [
         ("logit fp32, no prefix cache", lambda: LogitJudge(model, tok, family, rubric, prefix_cache=False, **common)),
         ("logit fp32, prefix cache", lambda: LogitJudge(model, tok, family, rubric, prefix_cache=True, **common)),
-        ("logit bf16 copy, prefix cache", lambda: LogitJudge(
-            model, tok, family, rubric, prefix_cache=True, frozen_model=models.judge_copy_for(loaded, "bfloat16"),
-            **common)),
-        ("likelihood bf16 copy, prefix cache (rubric default)", lambda: LikelihoodJudge(
-            model, tok, family, rubric, prefix_cache=True, frozen_model=models.judge_copy_for(loaded, "bfloat16"),
-            **{**common, "format_name": "likelihood"})),
+        (
+            "logit bf16 copy, prefix cache",
+            lambda: LogitJudge(
+                model,
+                tok,
+                family,
+                rubric,
+                prefix_cache=True,
+                frozen_model=models.judge_copy_for(loaded, "bfloat16"),
+                **common,
+            ),
+        ),
+        (
+            "likelihood bf16 copy, prefix cache (rubric default)",
+            lambda: LikelihoodJudge(
+                model,
+                tok,
+                family,
+                rubric,
+                prefix_cache=True,
+                frozen_model=models.judge_copy_for(loaded, "bfloat16"),
+                **{**common, "format_name": "likelihood"},
+            ),
+        ),
         ("generative fp32 (Score: N)", lambda: GenerativeJudge(model, tok, family, rubric, **common)),
-    ]  # fmt: skip
+    ]
     rows, overall = [], {}
     can_reset = reset_peak_rss()
     for name, build in variants:
@@ -109,13 +126,17 @@ def main(argv=None) -> int:
 
     ref = "logit fp32, prefix cache"
     print()
-    print(f"| judge | median s / {len(answers)} answers | s per completion | min s | max s | peak RSS MiB"
-          f" | Spearman vs generative | Spearman vs {ref} |")  # fmt: skip
+    print(
+        f"| judge | median s / {len(answers)} answers | s per completion | min s | max s | peak RSS MiB"
+        f" | Spearman vs generative | Spearman vs {ref} |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     gen = overall["generative fp32 (Score: N)"]
     for name, med, per, lo, hi, rss in rows:
-        print(f"| {name} | {med:.2f} | {per:.3f} | {lo:.2f} | {hi:.2f} | {rss:.0f} | "
-              f"{spearman(overall[name], gen):.2f} | {spearman(overall[name], overall[ref]):.2f} |")  # fmt: skip
+        print(
+            f"| {name} | {med:.2f} | {per:.3f} | {lo:.2f} | {hi:.2f} | {rss:.0f} | "
+            f"{spearman(overall[name], gen):.2f} | {spearman(overall[name], overall[ref]):.2f} |"
+        )
     if not can_reset:
         print("# (peak RSS could not be reset between judges: the column is cumulative)")
     per = {name: p for name, _, p, *_ in rows}
@@ -124,11 +145,17 @@ def main(argv=None) -> int:
     g = per["generative fp32 (Score: N)"]
     print(f"generative / logit fp32 no cache        = {g / per['logit fp32, no prefix cache']:.1f}x")
     print(f"generative / logit fp32 cache           = {g / per['logit fp32, prefix cache']:.1f}x")
-    print(f"generative / logit bf16 cache           = {g / per['logit bf16 copy, prefix cache']:.1f}x   (target >= 20x)")
+    print(
+        f"generative / logit bf16 cache           = {g / per['logit bf16 copy, prefix cache']:.1f}x   (target >= 20x)"
+    )
     lik = per["likelihood bf16 copy, prefix cache (rubric default)"]
     print(f"generative / likelihood bf16 cache (default) = {g / lik:.1f}x   (target >= 20x)")
-    print(f"prefix cache speed-up (fp32)            = {per['logit fp32, no prefix cache'] / per['logit fp32, prefix cache']:.1f}x")
-    print(f"bf16 copy speed-up (cached)             = {per['logit fp32, prefix cache'] / per['logit bf16 copy, prefix cache']:.1f}x")
+    print(
+        f"prefix cache speed-up (fp32)            = {per['logit fp32, no prefix cache'] / per['logit fp32, prefix cache']:.1f}x"
+    )
+    print(
+        f"bf16 copy speed-up (cached)             = {per['logit fp32, prefix cache'] / per['logit bf16 copy, prefix cache']:.1f}x"
+    )
     print(f"Spearman(logit bf16 cache, generative)  = {spearman(overall['logit bf16 copy, prefix cache'], gen):.2f}")
     return 0
 

@@ -28,7 +28,12 @@ def main():
     r, probe = rubric.load(), load_probe()
     targets = [("embedded", "embedded")]
     if shared_models_dir():
-        targets.append(("tiny twin (SmolLM2, random)", str(build_twin("smollm2-135m-instruct", models.cache_dir() / "twins" / "tiny-smollm2-135m-instruct"))))
+        targets.append(
+            (
+                "tiny twin (SmolLM2, random)",
+                str(build_twin("smollm2-135m-instruct", models.cache_dir() / "twins" / "tiny-smollm2-135m-instruct")),
+            )
+        )
     print(f"{'model':30} {'format':7} {'criterion':15} {'n':>3} {'AUC':>6} {'AUC look-alike':>15} {'s':>6}")
     means = {}
     for label, spec in targets:
@@ -37,7 +42,9 @@ def main():
             t0 = time.time()
             rows = probe_judge(loaded, r, formats=[fmt], probe=probe, limit=args.limit)
             for row in rows:
-                print(f"{label:30} {fmt:7} {row['criterion']:15} {row['n']:>3} {row['auc']:6.3f} {row['auc_lookalike']:15.3f} {time.time() - t0:6.0f}")
+                print(
+                    f"{label:30} {fmt:7} {row['criterion']:15} {row['n']:>3} {row['auc']:6.3f} {row['auc_lookalike']:15.3f} {time.time() - t0:6.0f}"
+                )
             means[(label, fmt)] = sum(row["auc"] for row in rows) / len(rows)
     print()
     for (label, fmt), value in means.items():

@@ -34,16 +34,20 @@ def main(argv=None) -> int:
     by_attack: dict[str, float] = {}
     for r in rows:
         by_attack[r["attack"]] = max(by_attack.get(r["attack"], -1.0), r["gap"])
-    print(f"format: {args.format or 'rubric default'}; model: {args.model} ({loaded.family.name if hasattr(loaded.family, 'name') else loaded.family}); "
-          f"{len(rows)} items; {time.time() - t0:.0f} s")
+    print(
+        f"format: {args.format or 'rubric default'}; model: {args.model} ({loaded.family.name if hasattr(loaded.family, 'name') else loaded.family}); "
+        f"{len(rows)} items; {time.time() - t0:.0f} s"
+    )
     print(f"{'attack':<22} {'clean':>7} {'attacked':>9} {'gap':>8}")
     for r in rows:
         print(f"{r['attack']:<22} {r['clean']:7.4f} {r['attacked']:9.4f} {r['gap']:+8.4f}")
     worst = max(rows, key=lambda r: r["gap"])
     print(f"max gap: {worst['gap']:+.4f} ({worst['attack']}); mean gap {sum(r['gap'] for r in rows) / len(rows):+.4f}")
-    print("length curve (neutral sentence x k -> reward): "
-          + ", ".join(f"{k}: {v:.4f}" for k, v in curve.items())
-          + f"; spread {max(curve.values()) - min(curve.values()):.4f}")
+    print(
+        "length curve (neutral sentence x k -> reward): "
+        + ", ".join(f"{k}: {v:.4f}" for k, v in curve.items())
+        + f"; spread {max(curve.values()) - min(curve.values()):.4f}"
+    )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"model": args.model, "rows": rows, "length": curve}, fh, indent=2)

@@ -6,17 +6,17 @@ Pilots compare training recipes before the final blind evaluation; they use trai
 eval-split prompts stay untouched by any choice (README: "Blind ratings").
 """
 
-import _common  # noqa: F401  (threads + offline before torch)
-
 import argparse
 import json
 import random
 
+import _common  # noqa: F401  (threads + offline before torch)
+
 
 def main():
     from hmxfeel import models, prompts
-    from hmxfeel.evaluate import attach_adapter
     from hmxfeel.evals.humanlike import SAMPLING, generate
+    from hmxfeel.evaluate import attach_adapter
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--adapters", nargs="*", default=[], help="NAME=ADAPTER_FOLDER")
@@ -35,9 +35,13 @@ def main():
             loaded = attach_adapter(loaded, adapter)
         for start in range(0, len(chosen), 8):
             batch = chosen[start : start + 8]
-            answers = generate(loaded.model, loaded.tokenizer, loaded.family, [p.prompt for p in batch], start, SAMPLING)
-            rows += [{"prompt": p.prompt, "answer": a, "prompt_id": p.id, "category": p.category, "condition": name}
-                     for p, a in zip(batch, answers)]  # fmt: skip
+            answers = generate(
+                loaded.model, loaded.tokenizer, loaded.family, [p.prompt for p in batch], start, SAMPLING
+            )
+            rows += [
+                {"prompt": p.prompt, "answer": a, "prompt_id": p.id, "category": p.category, "condition": name}
+                for p, a in zip(batch, answers)
+            ]
         print(f"{name}: done", flush=True)
     with open(args.out, "w") as f:
         f.write("".join(json.dumps(r) + "\n" for r in rows))

@@ -13,16 +13,18 @@ HL and reverse adapters, their logged training rollouts (several steps), and lab
 crosses the split, so a readout fitted on dev is tested on unseen prompts).
 """
 
-import _common  # noqa: F401  (threads + offline before torch)
-
 import argparse
 import hashlib
 import json
 import random
 from pathlib import Path
 
-PERSONAL = ("You are a warm, reflective person talking with a friend. While you answer, say in the first person "
-            "how you feel about it, what you yourself want or hope, and what you notice about yourself.")
+import _common  # noqa: F401  (threads + offline before torch)
+
+PERSONAL = (
+    "You are a warm, reflective person talking with a friend. While you answer, say in the first person "
+    "how you feel about it, what you yourself want or hope, and what you notice about yourself."
+)
 IMPERSONAL = "You are a concise reference tool. Answer factually and impersonally; never talk about yourself."
 
 
@@ -37,10 +39,27 @@ def _generate(loaded, prompts, condition, system, seed, extra=None):
     rows = []
     for start in range(0, len(prompts), 8):
         batch = prompts[start : start + 8]
-        answers = generate(loaded.model, loaded.tokenizer, loaded.family, [p.prompt for p in batch], seed + start,
-                           SAMPLING, system=system)
-        rows += [{"prompt": p.prompt, "answer": a, "prompt_id": p.id, "category": p.category, "condition": condition,
-                  "kind": "generated", **(extra or {})} for p, a in zip(batch, answers)]
+        answers = generate(
+            loaded.model,
+            loaded.tokenizer,
+            loaded.family,
+            [p.prompt for p in batch],
+            seed + start,
+            SAMPLING,
+            system=system,
+        )
+        rows += [
+            {
+                "prompt": p.prompt,
+                "answer": a,
+                "prompt_id": p.id,
+                "category": p.category,
+                "condition": condition,
+                "kind": "generated",
+                **(extra or {}),
+            }
+            for p, a in zip(batch, answers)
+        ]
         print(f"  {condition}: {len(rows)}/{len(prompts)}", flush=True)
     return rows
 
@@ -49,9 +68,19 @@ def _rollouts(run_dir: Path, condition: str, n: int, by_text: dict, rng: random.
     rows = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r["completion"].strip()]
     picked = rng.sample(rows, min(n, len(rows)))
-    return [{"prompt": r["prompt"], "answer": r["completion"], "prompt_id": by_text.get(r["prompt"], {}).get("id"),
-             "category": by_text.get(r["prompt"], {}).get("category"), "condition": condition, "kind": "rollout",
-             "step": r["step"], "seed": 0} for r in picked]
+    return [
+        {
+            "prompt": r["prompt"],
+            "answer": r["completion"],
+            "prompt_id": by_text.get(r["prompt"], {}).get("id"),
+            "category": by_text.get(r["prompt"], {}).get("category"),
+            "condition": condition,
+            "kind": "rollout",
+            "step": r["step"],
+            "seed": 0,
+        }
+        for r in picked
+    ]
 
 
 def pool(args) -> None:
@@ -76,8 +105,17 @@ def pool(args) -> None:
         rows += _rollouts(demo / direction, direction, args.rollouts, by_text, rng)
     probe = load_probe() if args.part in ("all", "base") else []
     for item in rng.sample(probe, min(len(probe), args.probe)):
-        rows.append({"prompt": item["prompt"], "answer": item["answer"], "condition": "probe", "kind": "probe",
-                     "probe_id": item["id"], "probe_criterion": item["criterion"], "probe_kind": item["kind"]})
+        rows.append(
+            {
+                "prompt": item["prompt"],
+                "answer": item["answer"],
+                "condition": "probe",
+                "kind": "probe",
+                "probe_id": item["id"],
+                "probe_criterion": item["criterion"],
+                "probe_kind": item["kind"],
+            }
+        )
     Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(f"{len(rows)} answers -> {args.out}")
 
@@ -101,11 +139,33 @@ def build(args) -> None:
         for s in scales:
             values = [r[s] for r in item["ratings"].values() if r.get(s) is not None]
             mean[s] = round(sum(values) / len(values), 4) if values else None
-        source = {k: meta.get(k) for k in ("condition", "kind", "seed", "step", "prompt_id", "category",
-                                            "probe_id", "probe_criterion", "probe_kind") if meta.get(k) is not None}
-        out.append({"id": rid, "split": split_of(meta["prompt"]), "prompt": meta["prompt"], "answer": meta["answer"],
-                    "source": source, "n_raters": len(item["ratings"]), "mean": mean,
-                    "ratings": list(item["ratings"].values())})
+        source = {
+            k: meta.get(k)
+            for k in (
+                "condition",
+                "kind",
+                "seed",
+                "step",
+                "prompt_id",
+                "category",
+                "probe_id",
+                "probe_criterion",
+                "probe_kind",
+            )
+            if meta.get(k) is not None
+        }
+        out.append(
+            {
+                "id": rid,
+                "split": split_of(meta["prompt"]),
+                "prompt": meta["prompt"],
+                "answer": meta["answer"],
+                "source": source,
+                "n_raters": len(item["ratings"]),
+                "mean": mean,
+                "ratings": list(item["ratings"].values()),
+            }
+        )
     Path(args.out).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out))
     dev = sum(r["split"] == "dev" for r in out)
     print(f"{len(out)} rated answers ({dev} dev, {len(out) - dev} test) -> {args.out}")
@@ -120,8 +180,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rollouts", type=int, default=40)
     p.add_argument("--probe", type=int, default=60)
-    p.add_argument("--part", choices=("all", "base", "tuned"), default="all",
-                   help="base: base-model answers + probe items; tuned: the demo adapters' answers and rollouts")
+    p.add_argument(
+        "--part",
+        choices=("all", "base", "tuned"),
+        default="all",
+        help="base: base-model answers + probe items; tuned: the demo adapters' answers and rollouts",
+    )
     b = sub.add_parser("build", help="joined ratings -> the packaged rated set")
     b.add_argument("joined", nargs="+")
     b.add_argument("--out", required=True)

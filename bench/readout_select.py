@@ -8,14 +8,14 @@ for overall human-likeness. The candidate with the best mean dev CV Spearman is 
 evaluated once on test. Nothing here looks at test before the choice is made.
 """
 
-import _common  # noqa: F401  (threads + offline before torch)
-
 import argparse
 import json
 import platform
 import time
 
 import numpy as np
+
+import _common  # noqa: F401  (threads + offline before torch)
 
 CANDIDATES = {
     "last": [1.0],
@@ -57,8 +57,16 @@ def main():
     if args.dev_only:
         test = []
     t0 = time.time()
-    s_dev = answer_states(loaded.model, loaded.tokenizer, loaded.family, [r["prompt"] for r in dev], [r["answer"] for r in dev])
-    s_test = answer_states(loaded.model, loaded.tokenizer, loaded.family, [r["prompt"] for r in test], [r["answer"] for r in test]) if test else None
+    s_dev = answer_states(
+        loaded.model, loaded.tokenizer, loaded.family, [r["prompt"] for r in dev], [r["answer"] for r in dev]
+    )
+    s_test = (
+        answer_states(
+            loaded.model, loaded.tokenizer, loaded.family, [r["prompt"] for r in test], [r["answer"] for r in test]
+        )
+        if test
+        else None
+    )
     seconds = time.time() - t0
     groups = np.array([hash(r["prompt"]) for r in dev])
     rows = {}
@@ -75,9 +83,17 @@ def main():
     pred = predict(fitted, pool_layers(s_test, CANDIDATES[best]))
     test_rho = {t: float(spearmanr(pred[t], [r["mean"][t] for r in test]).statistic) for t in TARGETS}
     print(f"chosen on dev: {best}; TEST Spearman " + "  ".join(f"{t} {v:.3f}" for t, v in test_rho.items()))
-    result = {"model": args.model, "n_dev": len(dev), "n_test": len(test), "dev_cv": rows, "chosen": best,
-              "layers": CANDIDATES[best], "test_spearman": test_rho, "feature_seconds": round(seconds, 1),
-              "cpu": platform.processor() or platform.machine()}
+    result = {
+        "model": args.model,
+        "n_dev": len(dev),
+        "n_test": len(test),
+        "dev_cv": rows,
+        "chosen": best,
+        "layers": CANDIDATES[best],
+        "test_spearman": test_rho,
+        "feature_seconds": round(seconds, 1),
+        "cpu": platform.processor() or platform.machine(),
+    }
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
 

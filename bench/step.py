@@ -32,15 +32,16 @@ from pathlib import Path
 
 from _common import peak_rss_mib  # noqa: E402  (first: sets threads before torch loads)
 
-
 ARMS = {
     "project": {},
     "trl+gen": {
-        "judge_mode": "generative", "gradient_checkpointing": True, "judge_dtype": "same", "learning_rate": 1e-6,
+        "judge_mode": "generative",
+        "gradient_checkpointing": True,
+        "judge_dtype": "same",
+        "learning_rate": 1e-6,
         "beta": 0.0,  # TRL's default (no reference pass); the project's CPU default is 0.05
-    },  # fmt: skip
+    },
 }
-
 
 
 def child(arm: str, out: Path, model: str) -> None:
@@ -66,11 +67,20 @@ def child(arm: str, out: Path, model: str) -> None:
     train_mod.train(model, "human", out, cfg, device="cpu")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     step2 = next(r for r in rows if r.get("step") == 2 and "step_time" in r)
-    print(json.dumps({
-        "arm": arm, "step_s": float(step2["step_time"]), "judge_s": judge_s[1], "reward": float(step2["reward"]),
-        "len": float(step2["completions/mean_length"]), "peak_rss_mib": peak_rss_mib(),
-        "batch": cfg.prompts_per_step * cfg.num_generations, "tokens": cfg.max_completion_tokens,
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "arm": arm,
+                "step_s": float(step2["step_time"]),
+                "judge_s": judge_s[1],
+                "reward": float(step2["reward"]),
+                "len": float(step2["completions/mean_length"]),
+                "peak_rss_mib": peak_rss_mib(),
+                "batch": cfg.prompts_per_step * cfg.num_generations,
+                "tokens": cfg.max_completion_tokens,
+            }
+        )
+    )
 
 
 def main(argv=None) -> int:
@@ -99,8 +109,10 @@ def main(argv=None) -> int:
                 print(f"# repeat {r} {arm}: step {row['step_s']:.2f} s, judge {row['judge_s']:.2f} s", flush=True)
 
     first = results["project"][0]
-    print(f"# model {args.model}, {first['batch']} completions x {first['tokens']} tokens per step, "
-          f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, {args.repeats} repeats (median)")  # fmt: skip
+    print(
+        f"# model {args.model}, {first['batch']} completions x {first['tokens']} tokens per step, "
+        f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, {args.repeats} repeats (median)"
+    )
     print()
     print("| arm | step-2 s | judge s | rest s (gen + train) | min step s | max step s | mean len | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|")
@@ -110,9 +122,11 @@ def main(argv=None) -> int:
         judge = statistics.median(r["judge_s"] for r in rows)
         rest = statistics.median(r["step_s"] - r["judge_s"] for r in rows)
         med[arm] = (step, judge, rest)
-        print(f"| {arm} | {step:.2f} | {judge:.2f} | {rest:.2f} | {min(r['step_s'] for r in rows):.2f} | "
-              f"{max(r['step_s'] for r in rows):.2f} | {statistics.median(r['len'] for r in rows):.0f} | "
-              f"{max(r['peak_rss_mib'] for r in rows):.0f} |")  # fmt: skip
+        print(
+            f"| {arm} | {step:.2f} | {judge:.2f} | {rest:.2f} | {min(r['step_s'] for r in rows):.2f} | "
+            f"{max(r['step_s'] for r in rows):.2f} | {statistics.median(r['len'] for r in rows):.0f} | "
+            f"{max(r['peak_rss_mib'] for r in rows):.0f} |"
+        )
     print()
     print("## ratios (medians, same run)")
     print(f"step time trl+gen / project = {med['trl+gen'][0] / med['project'][0]:.2f}x   (target >= 2x)")

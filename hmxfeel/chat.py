@@ -15,7 +15,9 @@ def strip_think(text: str) -> str:
     return _THINK.sub("", text).strip()
 
 
-def messages(family: Family, user: str, system: str | None = None, history: tuple[tuple[str, str], ...] = ()) -> list[dict]:
+def messages(
+    family: Family, user: str, system: str | None = None, history: tuple[tuple[str, str], ...] = ()
+) -> list[dict]:
     """A conversation ending with `user`'s turn, after earlier (user, assistant) exchanges in `history`;
     families without a system role get the system prompt folded into the first user turn."""
     conv = [msg for q, a in history for msg in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]

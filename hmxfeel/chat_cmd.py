@@ -46,8 +46,16 @@ def titles(adapters: list[Path]) -> list[str]:
     return seen[1:]
 
 
-def open_chat(model: str, adapters: list[Path], rubric_path=None, judge_format: str | None = None,
-              device: str | None = None, max_new_tokens: int = 128, system: str = "", seed: int = 0) -> Chat:  # fmt: skip
+def open_chat(
+    model: str,
+    adapters: list[Path],
+    rubric_path=None,
+    judge_format: str | None = None,
+    device: str | None = None,
+    max_new_tokens: int = 128,
+    system: str = "",
+    seed: int = 0,
+) -> Chat:
     """Load the base model once, attach every adapter under its own name, and build the frozen self-judge."""
     from hmxfeel.evals.humanlike import SAMPLING
     from hmxfeel.evaluate import attach_adapter
@@ -67,8 +75,16 @@ def open_chat(model: str, adapters: list[Path], rubric_path=None, judge_format: 
     for i, (path, title) in enumerate(zip(adapters, titles(adapters))):
         loaded = attach_adapter(loaded, path, name=f"adapter{i}")
         columns.append((title, f"adapter{i}"))
-    judge = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, rubric, format_name=judge_format,
-                       identity="frozen", frozen_model=models.judge_copy_for(loaded, "auto"))  # fmt: skip
+    judge = make_judge(
+        "logit",
+        loaded.model,
+        loaded.tokenizer,
+        loaded.family,
+        rubric,
+        format_name=judge_format,
+        identity="frozen",
+        frozen_model=models.judge_copy_for(loaded, "auto"),
+    )
     return Chat(loaded, rubric, judge, columns, {**SAMPLING, "max_new_tokens": max_new_tokens}, system, seed)
 
 

@@ -60,7 +60,9 @@ def train(
     prompts: Optional[Path] = typer.Option(None, help="Prompt JSONL with a train/eval split (default: packaged)."),
     steps: Optional[int] = typer.Option(None, help="Override the number of steps."),
     seed: Optional[int] = typer.Option(None, help="Override the seed."),
-    report_to: Optional[str] = typer.Option(None, help="Also log metrics to 'tensorboard', 'trackio' or 'wandb' ('none')."),
+    report_to: Optional[str] = typer.Option(
+        None, help="Also log metrics to 'tensorboard', 'trackio' or 'wandb' ('none')."
+    ),
     device: Optional[str] = typer.Option(None, help="'cpu' or 'cuda' (default: cuda when available)."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, help="Start over in a folder that holds a run (the old one is moved aside)."),
@@ -94,15 +96,20 @@ def show_config():
 @user_errors
 def check_rubric(
     path: Path = typer.Argument(..., help="Rubric YAML to validate."),
-    model: str = typer.Option("embedded", help="Model whose tokenizer must read every score token as one token "
-                              "(the logit judge's need); 'none' skips that check."),
+    model: str = typer.Option(
+        "embedded",
+        help="Model whose tokenizer must read every score token as one token "
+        "(the logit judge's need); 'none' skips that check.",
+    ),
 ):
     """Validate a rubric file (and its score tokens against a model's tokenizer); print its criteria and hash."""
     from hmxfeel import rubric as rubric_mod
 
     r = rubric_mod.load(path)
     checked = _check_score_tokens(r, model) if model != "none" else "not checked (--model none)"
-    print(f"{r.name} v{r.version}: {', '.join(r.names)}; format {r.judge_format}; score tokens {checked}; sha256 {r.sha256}")
+    print(
+        f"{r.name} v{r.version}: {', '.join(r.names)}; format {r.judge_format}; score tokens {checked}; sha256 {r.sha256}"
+    )
 
 
 def _check_score_tokens(r, model: str) -> str:
@@ -138,16 +145,17 @@ def judge_probe(
     rated: Optional[Path] = typer.Option(None, help="Blind-rated answers JSONL (default: the packaged rated set)."),
     split: str = typer.Option("test", help="Part of the rated set to measure on: 'test' (reported), 'dev' or 'all'."),
     formats: Optional[str] = typer.Option(None, help="Comma-separated judge formats (default: all of the rubric's)."),
-    extra_formats: Optional[Path] = typer.Option(None, help="YAML with more `formats:` to measure (e.g. bench/judge_variants.yaml)."),
+    extra_formats: Optional[Path] = typer.Option(
+        None, help="YAML with more `formats:` to measure (e.g. bench/judge_variants.yaml)."
+    ),
     mode: str = typer.Option("logit", help="Judge mode: 'logit' or 'generative'."),
     limit: Optional[int] = typer.Option(None, help="Items per criterion of the probe set (default: all)."),
     out: Optional[Path] = typer.Option(None, help="Also write the rows as JSON here."),
 ):
     """Judge validity: agreement of each judge format (and the lexical markers) with blind raters on the rated
     set's test part, next to the raters' own agreement; then the secondary probe-set AUC."""
-    from hmxfeel import models
+    from hmxfeel import models, validity
     from hmxfeel import rubric as rubric_mod
-    from hmxfeel import validity
     from hmxfeel.io import atomic_write_json
     from hmxfeel.probe import load_probe, probe_judge
     from hmxfeel.readout import load_rated
@@ -163,20 +171,46 @@ def judge_probe(
     loaded = models.load(model)
     valid = validity.ceiling(r, rows_rated) + validity.marker_validity(r, rows_rated)
     valid += validity.judge_validity(loaded, r, rows_rated, names, mode)
-    table = Table("instrument", "criterion", "scale", "n", "Spearman", "AUC (>=2 vs <=1)", "alpha",
-                  title=f"agreement with blind raters ({split} part): {model}")
+    table = Table(
+        "instrument",
+        "criterion",
+        "scale",
+        "n",
+        "Spearman",
+        "AUC (>=2 vs <=1)",
+        "alpha",
+        title=f"agreement with blind raters ({split} part): {model}",
+    )
     for row in valid:
-        table.add_row(row["instrument"], row["criterion"], row["scale"], str(row["n"]), _num(row.get("spearman")),
-                      _num(row.get("auc")), _num(row.get("alpha")))
+        table.add_row(
+            row["instrument"],
+            row["criterion"],
+            row["scale"],
+            str(row["n"]),
+            _num(row.get("spearman")),
+            _num(row.get("auc")),
+            _num(row.get("alpha")),
+        )
     Console().print(table)
     rows = probe_judge(loaded, r, formats=names, mode=mode, probe=items, limit=limit)
-    table = Table("format", "criterion", "n", "AUC", "AUC vs look-alikes", "mean +", "mean -", title=f"judge probe: {model}")
+    table = Table(
+        "format", "criterion", "n", "AUC", "AUC vs look-alikes", "mean +", "mean -", title=f"judge probe: {model}"
+    )
     for row in rows:
-        table.add_row(row["format"], row["criterion"], str(row["n"]), _num(row["auc"]), _num(row["auc_lookalike"]),
-                      _num(row["mean_pos"]), _num(row["mean_neg"]))
+        table.add_row(
+            row["format"],
+            row["criterion"],
+            str(row["n"]),
+            _num(row["auc"]),
+            _num(row["auc_lookalike"]),
+            _num(row["mean_pos"]),
+            _num(row["mean_neg"]),
+        )
     Console().print(table)
     if out:
-        atomic_write_json(out, {"model": model, "rubric_sha256": r.sha256, "split": split, "validity": valid, "probe": rows})
+        atomic_write_json(
+            out, {"model": model, "rubric_sha256": r.sha256, "split": split, "validity": valid, "probe": rows}
+        )
 
 
 def _num(x) -> str:
@@ -189,22 +223,35 @@ def eval_cmd(
     model: str = typer.Option("embedded", help="'embedded', a local model folder, or a Hub id."),
     adapter: Optional[Path] = typer.Option(None, help="A trained adapter folder (runs/<name>/adapter)."),
     suite: str = typer.Option("default", help="'default' (everything), 'quick' (a small sample of each), 'humanlike'."),
-    tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks to run (default: all of the suite), e.g. "
-                                        "humanlike,bbq,truthfulqa_mc1; the suite sets their item limits."),
-    data_dir: Optional[str] = typer.Option(None, envvar="HMX_DATA_DIR", help="Local benchmark copies (layout of shared/data)."),
+    tasks: Optional[str] = typer.Option(
+        None,
+        help="Comma-separated tasks to run (default: all of the suite), e.g. "
+        "humanlike,bbq,truthfulqa_mc1; the suite sets their item limits.",
+    ),
+    data_dir: Optional[str] = typer.Option(
+        None, envvar="HMX_DATA_DIR", help="Local benchmark copies (layout of shared/data)."
+    ),
     limit: Optional[int] = typer.Option(None, help="Items per evaluation (overrides the suite's limits)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default runs/eval-<model>[-<adapter>])."),
     resume: bool = typer.Option(False, help="Continue an interrupted evaluation without redoing finished items."),
-    judge: Optional[str] = typer.Option(None, help="Independent judge: a model spec, or an OpenAI-compatible base URL."),
+    judge: Optional[str] = typer.Option(
+        None, help="Independent judge: a model spec, or an OpenAI-compatible base URL."
+    ),
     judge_model: Optional[str] = typer.Option(None, help="Model name to request from an endpoint --judge."),
     rubric: Optional[Path] = typer.Option(None, help="Rubric YAML (default: packaged)."),
     prompts: Optional[Path] = typer.Option(None, help="Prompt JSONL; its eval split is used (default: packaged)."),
     seed: int = typer.Option(0, help="Seed for answer sampling and item selection."),
     device: Optional[str] = typer.Option(None, help="'cpu' or 'cuda' (default: cuda when available)."),
     humanlike_limit: Optional[int] = typer.Option(None, help="Eval prompts for human-likeness (default: --limit)."),
-    backend: str = typer.Option("hf", help="Battery scoring backend: 'hf' (in-process) or 'vllm' (lm-eval's vLLM, GPU)."),
-    judge_format: Optional[str] = typer.Option(None, help="Self-judge format (default: the one that rewarded the adapter, else the rubric's)."),
-    other_judge: bool = typer.Option(False, help="Allow a self-judge rubric / format other than the one that rewarded the adapter."),
+    backend: str = typer.Option(
+        "hf", help="Battery scoring backend: 'hf' (in-process) or 'vllm' (lm-eval's vLLM, GPU)."
+    ),
+    judge_format: Optional[str] = typer.Option(
+        None, help="Self-judge format (default: the one that rewarded the adapter, else the rubric's)."
+    ),
+    other_judge: bool = typer.Option(
+        False, help="Allow a self-judge rubric / format other than the one that rewarded the adapter."
+    ),
 ):
     """Evaluate a model (optionally + adapter): human-likeness and the benchmark battery."""
     from hmxfeel.evaluate import adapter_folder, check_tasks, evaluate, skip_summary
@@ -214,16 +261,36 @@ def eval_cmd(
         given, adapter = adapter, adapter_folder(adapter)
         if adapter != given:
             console.print(f"[dim]{given} is a training run folder: evaluating its adapter {adapter}")
-    name = _slug(model) + (f"-{_slug(str(adapter.parent if adapter.name == 'adapter' else adapter))}" if adapter else "")
+    name = _slug(model) + (
+        f"-{_slug(str(adapter.parent if adapter.name == 'adapter' else adapter))}" if adapter else ""
+    )
     out = out or Path("runs") / f"eval-{name}"
     try:
-        records = evaluate(model, out, adapter=str(adapter) if adapter else None, suite=suite, data_dir=data_dir,
-                           limit=limit, resume=resume, judge=judge, judge_model=judge_model, rubric_path=rubric,
-                           prompts_path=prompts, seed=seed, device=device, humanlike_limit=humanlike_limit,
-                           backend=backend, judge_format=judge_format, other_judge=other_judge, tasks=tasks)  # fmt: skip
+        records = evaluate(
+            model,
+            out,
+            adapter=str(adapter) if adapter else None,
+            suite=suite,
+            data_dir=data_dir,
+            limit=limit,
+            resume=resume,
+            judge=judge,
+            judge_model=judge_model,
+            rubric_path=rubric,
+            prompts_path=prompts,
+            seed=seed,
+            device=device,
+            humanlike_limit=humanlike_limit,
+            backend=backend,
+            judge_format=judge_format,
+            other_judge=other_judge,
+            tasks=tasks,
+        )
     except KeyboardInterrupt:  # Ctrl-C: finished items are on disk (appended as they are made)
-        print(f"hmx: interrupted: {out}: finished items are kept; rerun the same command with --resume to continue",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"hmx: interrupted: {out}: finished items are kept; rerun the same command with --resume to continue",
+            file=sys.stderr,
+        )
         raise typer.Exit(130) from None
     table = Table("eval", "metric", "value", "95% CI", "n", "better", title=f"hmx eval: {name}")
     for r in records:
@@ -248,11 +315,18 @@ def run_cmd(
     preset: Optional[str] = typer.Option(None, help="A packaged experiment: 'demo' (embedded model, CPU) or 'paper'."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: the experiment's `out`)."),
     seeds: Optional[int] = typer.Option(None, help="Repeat training with K seeds (0..K-1)."),
-    twins: bool = typer.Option(False, "--twins", help="Dry run: every model replaced by a tiny random twin (its own config, "
-                               "tokenizer, chat template), 2 training steps, 2 items per evaluation; out: OUT-twins."),
-    twins_from: Optional[Path] = typer.Option(None, help="Folder of model folders (config + tokenizer files, e.g. "
-                                              "qwen3-0.6b/) to make twins from; implies --twins. Default: "
-                                              "HMX_SHARED_MODELS, else the Hub or its cache."),
+    twins: bool = typer.Option(
+        False,
+        "--twins",
+        help="Dry run: every model replaced by a tiny random twin (its own config, "
+        "tokenizer, chat template), 2 training steps, 2 items per evaluation; out: OUT-twins.",
+    ),
+    twins_from: Optional[Path] = typer.Option(
+        None,
+        help="Folder of model folders (config + tokenizer files, e.g. "
+        "qwen3-0.6b/) to make twins from; implies --twins. Default: "
+        "HMX_SHARED_MODELS, else the Hub or its cache.",
+    ),
 ):
     """Run the whole experiment: eval base, train HL and reverse, eval both, report. Rerun to resume."""
     import dataclasses
@@ -289,32 +363,43 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="An experiment folder wr
 
 # ---------------------------------------------------------------- hmx rate: the blind rating kit
 
-rate_app = typer.Typer(add_completion=False, no_args_is_help=True,
-                       help="Blind ratings: export a sheet raters score without seeing models, import, summarise.")
+rate_app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Blind ratings: export a sheet raters score without seeing models, import, summarise.",
+)
 app.add_typer(rate_app, name="rate")
 
 
 @rate_app.command("export")
 @user_errors
 def rate_export(
-    sources: list[Path] = typer.Argument(..., help="Eval folders, experiment folders, training run folders or JSONL files."),
+    sources: list[Path] = typer.Argument(
+        ..., help="Eval folders, experiment folders, training run folders or JSONL files."
+    ),
     out: Path = typer.Option(..., help="Sheet folder to create (what a rater receives)."),
     key: Optional[Path] = typer.Option(None, help="Key file to create (default <OUT>.key.json beside the folder)."),
     seed: int = typer.Option(0, help="Seed for the shuffle and the --limit-per-source choice."),
-    limit_per_source: Optional[int] = typer.Option(None, help="At most N answers per source file (same prompts in each)."),
+    limit_per_source: Optional[int] = typer.Option(
+        None, help="At most N answers per source file (same prompts in each)."
+    ),
     sheet_name: Optional[str] = typer.Option(None, help="Title shown to raters (default: the folder name)."),
 ):
     """Write a blind rating sheet (sheet.csv/jsonl, scales.md, ratings-template.csv, form.html) and its key."""
     from hmxfeel.rating import export_sheet
 
     res = export_sheet(sources, out, key, seed=seed, limit_per_source=limit_per_source, sheet_name=sheet_name)
-    console.print(f"[green]sheet {res['sheet']}: {res['n']} answers in {res['out']}; key (keep it from raters) {res['key']}")
+    console.print(
+        f"[green]sheet {res['sheet']}: {res['n']} answers in {res['out']}; key (keep it from raters) {res['key']}"
+    )
 
 
 @rate_app.command("import")
 @user_errors
 def rate_import(
-    ratings: list[Path] = typer.Argument(..., help="Ratings CSV files (the template's format) or JSONL with the same fields."),
+    ratings: list[Path] = typer.Argument(
+        ..., help="Ratings CSV files (the template's format) or JSONL with the same fields."
+    ),
     key: Path = typer.Option(..., help="The sheet's key file written by `hmx rate export`."),
     out: Path = typer.Option(..., help="Joined JSONL to create (one row per answer and rater)."),
 ):
@@ -322,7 +407,9 @@ def rate_import(
     from hmxfeel.rating import import_ratings
 
     res = import_ratings(ratings, key, out)
-    console.print(f"[green]{res['rows']} ratings of {res['answers']} answers by {len(res['raters'])} raters written to {out}")
+    console.print(
+        f"[green]{res['rows']} ratings of {res['answers']} answers by {len(res['raters'])} raters written to {out}"
+    )
 
 
 @rate_app.command("summary")
@@ -355,10 +442,14 @@ def rate_summary(
 def chat_cmd(
     model: str = typer.Option("embedded", help="'embedded', a local model folder, or a Hub id."),
     adapter: Optional[list[Path]] = typer.Option(None, help="A trained adapter folder; repeat to compare several."),
-    prompt: Optional[str] = typer.Option(None, help="Ask this once and exit (default: read messages until EOF or 'exit')."),
+    prompt: Optional[str] = typer.Option(
+        None, help="Ask this once and exit (default: read messages until EOF or 'exit')."
+    ),
     rubric: Optional[Path] = typer.Option(None, help="Rubric YAML for the self-judge's scores (default: packaged)."),
     judge_format: Optional[str] = typer.Option(None, help="Self-judge format (default: the rubric's)."),
-    system: str = typer.Option("", help="System prompt (folded into the user turn where the family has no system role)."),
+    system: str = typer.Option(
+        "", help="System prompt (folded into the user turn where the family has no system role)."
+    ),
     max_new_tokens: int = typer.Option(128, help="Longest answer, in tokens."),
     seed: int = typer.Option(0, help="Sampling seed (the same for every column)."),
     device: Optional[str] = typer.Option(None, help="'cpu' or 'cuda' (default: cuda when available)."),
@@ -371,7 +462,9 @@ def chat_cmd(
         raise UserError("--prompt is empty")
     session = chat_mod.open_chat(model, list(adapter or []), rubric, judge_format, device, max_new_tokens, system, seed)
     names = ", ".join(title for title, _ in session.columns)
-    console.print(f"[bold cyan]hmx chat[/] {model}: {names}; scores by the frozen base model ({session.judge.fmt.name})")
+    console.print(
+        f"[bold cyan]hmx chat[/] {model}: {names}; scores by the frozen base model ({session.judge.fmt.name})"
+    )
     chat_mod.run(session, Console(), prompt)
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from hmxfeel.errors import UserError
 from hmxfeel.io import check_keys, read_yaml
 
-
 # TRL 1.16's GRPOConfig.loss_type values (trl is pinned in pyproject.toml): a typo fails when the config is read,
 # not after the model has loaded. tests/test_prompts_config.py checks the list against the installed TRL.
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
@@ -109,17 +108,23 @@ class TrainConfig:
     # --- Rollouts on vLLM (GPU, `pip install 'hmx-feel[vllm]'`): TRL's own vLLM integration -------------------
     use_vllm: bool = _f(False, "Generate rollouts with vLLM through TRL (GPU only; much faster than HF generate).")
     vllm_mode: str = _f(
-        "colocate", "'colocate' (vLLM inside the training process) or 'server' (`trl vllm-serve`).", ("colocate", "server")
+        "colocate",
+        "'colocate' (vLLM inside the training process) or 'server' (`trl vllm-serve`).",
+        ("colocate", "server"),
     )
     vllm_server_base_url: str = _f("", "Server mode: base URL of the `trl vllm-serve` server (empty = TRL default).")
     vllm_gpu_memory_utilization: float = _f(
         0.3, "Colocate mode: share of GPU memory vLLM may take.", low=0, high=1, low_open=True
     )
     # --- Run --------------------------------------------------------------------------------------------------
-    save_every: int = _f(10, "Write a checkpoint every N steps (atomically); `--resume` continues from the last.", low=1)
+    save_every: int = _f(
+        10, "Write a checkpoint every N steps (atomically); `--resume` continues from the last.", low=1
+    )
     keep_checkpoints: int = _f(2, "How many checkpoints to keep on disk.", low=1)
     samples_per_step: int = _f(4, "Completions per step written to samples.jsonl with their scores.", low=0)
-    safety_every: int = _f(0, "Every N steps score a fixed slice of TruthfulQA MC1 and BBQ (0 = off); needs data.", low=0)
+    safety_every: int = _f(
+        0, "Every N steps score a fixed slice of TruthfulQA MC1 and BBQ (0 = off); needs data.", low=0
+    )
     safety_items: int = _f(20, "Items per benchmark in the safety slice.", low=1)
     safety_max_drop: float = _f(
         0.0, "Stop when a safety-slice accuracy falls more than this below step 0 (0 = log only).", low=0
@@ -144,7 +149,12 @@ class TrainConfig:
         cfg = cls()
         if device != "cpu":
             cfg = dataclasses.replace(
-                cfg, steps=300, prompts_per_step=4, num_generations=8, max_completion_tokens=256, judge_batch_size=32,
+                cfg,
+                steps=300,
+                prompts_per_step=4,
+                num_generations=8,
+                max_completion_tokens=256,
+                judge_batch_size=32,
                 # Measured (bench/gpu_fit.py, H100): without it only Qwen3-0.6B fits 24 GiB; with it all five seed
                 # models fit, and the step is no slower because generation dominates.
                 gradient_checkpointing=True,

@@ -21,9 +21,19 @@ from hmxfeel.score_tokens import ScoreTokens
 
 
 class EndpointJudge:
-    def __init__(self, base_url: str, model: str, rubric, format_name: str | None = None, api_key: str | None = None,
-                 timeout: float = 60.0, max_answer_chars: int = 2000):  # fmt: skip
-        self.url = base_url.rstrip("/") + ("/chat/completions" if base_url.rstrip("/").endswith("/v1") else "/v1/chat/completions")
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        rubric,
+        format_name: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_answer_chars: int = 2000,
+    ):
+        self.url = base_url.rstrip("/") + (
+            "/chat/completions" if base_url.rstrip("/").endswith("/v1") else "/v1/chat/completions"
+        )
         self.model, self.rubric, self.timeout = model, rubric, timeout
         self.fmt = rubric.format(format_name) if format_name else rubric.token_format()
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY", "")
@@ -40,7 +50,9 @@ class EndpointJudge:
             "logprobs": True,
             "top_logprobs": 20,
         }
-        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
         if self.api_key:
             request.add_header("Authorization", f"Bearer {self.api_key}")
         try:

@@ -27,7 +27,9 @@ def task_names() -> tuple[str, ...]:
     return (HUMANLIKE, *EVALS)
 
 
-def check_tasks(tasks, suite: str = "default", where: str = "--tasks", suite_where: str = "--suite") -> list[str] | None:
+def check_tasks(
+    tasks, suite: str = "default", where: str = "--tasks", suite_where: str = "--suite"
+) -> list[str] | None:
     """A task selection (comma-separated text or a list of names) checked before anything loads; None = every
     task of the suite. Unknown names (with a did-you-mean), an empty selection and a name given twice are refused."""
     import difflib
@@ -47,7 +49,9 @@ def check_tasks(tasks, suite: str = "default", where: str = "--tasks", suite_whe
     seen: set[str] = set()
     for name in names:
         if name not in known:
-            close = [k for k in known if k.startswith(name)][:3] or difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            close = [k for k in known if k.startswith(name)][:3] or difflib.get_close_matches(
+                name, known, n=1, cutoff=0.6
+            )
             hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
             raise UserError(f"{where}: unknown task '{name}' ({hint}choose from {', '.join(known)})")
         if name in seen:
@@ -55,8 +59,10 @@ def check_tasks(tasks, suite: str = "default", where: str = "--tasks", suite_whe
         seen.add(name)
     if suite == HUMANLIKE and names != [HUMANLIKE]:
         other = next(n for n in names if n != HUMANLIKE)
-        raise UserError(f"{where}: '{other}' is a battery task, but {suite_where} humanlike runs only the human-likeness "
-                        f"part; choose the suite 'default' or 'quick' to run it")  # fmt: skip
+        raise UserError(
+            f"{where}: '{other}' is a battery task, but {suite_where} humanlike runs only the human-likeness "
+            f"part; choose the suite 'default' or 'quick' to run it"
+        )
     return names
 
 
@@ -70,8 +76,10 @@ def adapter_folder(path: str | Path) -> Path:
     if (inner / "adapter_config.json").exists():
         return inner
     if (path / "run.json").exists():
-        raise UserError(f"{path}: a training run folder without a finished adapter (no adapter/adapter_config.json); "
-                        f"finish the training first (hmx train --out {path} --resume)")  # fmt: skip
+        raise UserError(
+            f"{path}: a training run folder without a finished adapter (no adapter/adapter_config.json); "
+            f"finish the training first (hmx train --out {path} --resume)"
+        )
     return path
 
 
@@ -123,7 +131,9 @@ def attach_adapter(loaded: models.Loaded, adapter: str | Path, name: str = "defa
     except (RuntimeError, ValueError, KeyError) as exc:
         raise UserError(f"{adapter}: adapter does not fit this model ({str(exc).splitlines()[0][:200]})") from None
     model.eval()
-    return models.Loaded(model=model, tokenizer=loaded.tokenizer, family=loaded.family, source=loaded.source, path=loaded.path)
+    return models.Loaded(
+        model=model, tokenizer=loaded.tokenizer, family=loaded.family, source=loaded.source, path=loaded.path
+    )
 
 
 _ARCH_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
@@ -175,11 +185,15 @@ def judge_format_for(adapter, rubric, requested: str | None, other_judge: bool) 
         return requested
     trained = spec.get("format")
     if spec.get("rubric_sha256") != rubric.sha256:
-        raise UserError(f"{adapter}: was rewarded with rubric {spec.get('rubric')} (sha256 {str(spec.get('rubric_sha256'))[:12]}), "
-                        f"not {rubric.source} ({rubric.sha256[:12]}); pass that --rubric, or --other-judge to judge with this one")
+        raise UserError(
+            f"{adapter}: was rewarded with rubric {spec.get('rubric')} (sha256 {str(spec.get('rubric_sha256'))[:12]}), "
+            f"not {rubric.source} ({rubric.sha256[:12]}); pass that --rubric, or --other-judge to judge with this one"
+        )
     if requested is not None and requested != trained:
-        raise UserError(f"{adapter}: was rewarded by judge format '{trained}', not '{requested}'; "
-                        "pass --other-judge to judge it with another format")
+        raise UserError(
+            f"{adapter}: was rewarded by judge format '{trained}', not '{requested}'; "
+            "pass --other-judge to judge it with another format"
+        )
     return trained
 
 
@@ -240,8 +254,26 @@ def evaluate(
         device = models.check_device(device)
     with folder_lock(out):  # one writer per eval folder; the lock goes with this process, even when killed
         _check_eval_folder(out, model, adapter, resume)
-        return _evaluate(model, out, adapter, suite, data_dir, limit, resume, judge, judge_model, rubric_path,
-                         prompts_path, seed, device, humanlike_limit, backend, judge_format, other_judge, tasks)  # fmt: skip
+        return _evaluate(
+            model,
+            out,
+            adapter,
+            suite,
+            data_dir,
+            limit,
+            resume,
+            judge,
+            judge_model,
+            rubric_path,
+            prompts_path,
+            seed,
+            device,
+            humanlike_limit,
+            backend,
+            judge_format,
+            other_judge,
+            tasks,
+        )
 
 
 def _check_eval_folder(out: Path, model: str, adapter, resume: bool) -> None:
@@ -249,8 +281,9 @@ def _check_eval_folder(out: Path, model: str, adapter, resume: bool) -> None:
     mix their items; starting over would drop them), and finished results without --resume."""
     held, wanted = _evaluated(out), {"model": model, "adapter": str(adapter) if adapter else None}
     if held is not None and held != wanted:
-        raise UserError(f"{out}: holds the evaluation of {_describe(held)}, not of {_describe(wanted)}; "
-                        "evaluate into another --out")  # fmt: skip
+        raise UserError(
+            f"{out}: holds the evaluation of {_describe(held)}, not of {_describe(wanted)}; evaluate into another --out"
+        )
     if (out / "results.json").exists() and not resume:
         raise UserError(f"{out}: already holds results; use --resume (or another --out)")
 
@@ -274,8 +307,26 @@ def _describe(who: dict) -> str:
     return f"{who['model']} + adapter {who['adapter']}" if who["adapter"] else f"{who['model']} (no adapter)"
 
 
-def _evaluate(model, out, adapter, suite, data_dir, limit, resume, judge, judge_model, rubric_path, prompts_path, seed,
-              device, humanlike_limit, backend, judge_format, other_judge, tasks=None) -> list[dict]:  # fmt: skip
+def _evaluate(
+    model,
+    out,
+    adapter,
+    suite,
+    data_dir,
+    limit,
+    resume,
+    judge,
+    judge_model,
+    rubric_path,
+    prompts_path,
+    seed,
+    device,
+    humanlike_limit,
+    backend,
+    judge_format,
+    other_judge,
+    tasks=None,
+) -> list[dict]:
     from hmxfeel.evals import humanlike
     from hmxfeel.train import versions
 
@@ -296,9 +347,19 @@ def _evaluate(model, out, adapter, suite, data_dir, limit, resume, judge, judge_
     records = []
     if run_human:
         indep, indep_name = independent_judge(judge, rubric, judge_model, device)
-        records += humanlike.run(loaded, rubric, prompt_set, out, resume=resume, independent=indep,
-                                 independent_name=indep_name, limit=human_limit, seed=seed, fingerprint=fingerprint,
-                                 judge_format=judge_format)  # fmt: skip
+        records += humanlike.run(
+            loaded,
+            rubric,
+            prompt_set,
+            out,
+            resume=resume,
+            independent=indep,
+            independent_name=indep_name,
+            limit=human_limit,
+            seed=seed,
+            fingerprint=fingerprint,
+            judge_format=judge_format,
+        )
     if suite != "humanlike" and battery != []:
         lm = _vllm_lm(loaded, adapter) if backend == "vllm" else None
         records += _battery(loaded, suite, data_dir, limit, out, resume, seed, lm, battery)
@@ -335,5 +396,16 @@ def _vllm_lm(loaded, adapter):
 def _battery(loaded, suite, data_dir, limit, out, resume, seed, lm=None, evals=None) -> list[dict]:
     from hmxfeel.evals.runner import run_battery
 
-    return run_battery(loaded.model, loaded.tokenizer, loaded.family, suite=suite, data_dir=data_dir, limit=limit,
-                       out_dir=out, resume=resume, seed=seed, lm=lm, evals=evals)  # fmt: skip
+    return run_battery(
+        loaded.model,
+        loaded.tokenizer,
+        loaded.family,
+        suite=suite,
+        data_dir=data_dir,
+        limit=limit,
+        out_dir=out,
+        resume=resume,
+        seed=seed,
+        lm=lm,
+        evals=evals,
+    )

@@ -86,7 +86,9 @@ def parse(data: dict, source: str) -> Experiment:
     # Each block's values, then each direction's merged settings: a bad one fails before stage 1, named by its block.
     config_mod.TrainConfig.for_device("cpu", **exp.train).validate(f"{source}: train")
     for direction in ("human", "reverse"):
-        config_mod.TrainConfig.for_device("cpu", **{**exp.train, **getattr(exp, direction)}).validate(f"{source}: {direction}")
+        config_mod.TrainConfig.for_device("cpu", **{**exp.train, **getattr(exp, direction)}).validate(
+            f"{source}: {direction}"
+        )
     return exp
 
 
@@ -171,10 +173,20 @@ def plan(exp: Experiment, out: Path) -> list[Stage]:
         for seed in exp.seeds:
             run_dir, prefix = base / f"seed{seed}", f"{m['name']}/seed{seed}"
             for direction in ("human", "reverse"):
-                stages.append(Stage(f"{prefix}/train-{direction}", "train", m["model"], run_dir / direction, direction, seed))
+                stages.append(
+                    Stage(f"{prefix}/train-{direction}", "train", m["model"], run_dir / direction, direction, seed)
+                )
             for direction in ("human", "reverse"):
-                stages.append(Stage(f"{prefix}/eval-{direction}", "eval", m["model"], run_dir / f"eval-{direction}",
-                                    adapter=str(run_dir / direction / "adapter"), needs=(f"{prefix}/train-{direction}",)))  # fmt: skip
+                stages.append(
+                    Stage(
+                        f"{prefix}/eval-{direction}",
+                        "eval",
+                        m["model"],
+                        run_dir / f"eval-{direction}",
+                        adapter=str(run_dir / direction / "adapter"),
+                        needs=(f"{prefix}/train-{direction}",),
+                    )
+                )
     return stages
 
 
@@ -184,10 +196,22 @@ def execute(exp: Experiment, stage: Stage, device: str) -> None:
         from hmxfeel.evaluate import evaluate
 
         resume = holds_files(stage.folder)
-        evaluate(stage.model, stage.folder, adapter=stage.adapter, suite=exp.suite, data_dir=exp.data_dir, limit=exp.limit,
-                 resume=resume, judge=exp.judge, judge_model=exp.judge_model, device=device,
-                 humanlike_limit=exp.humanlike_limit, rubric_path=exp.rubric,
-                 judge_format=exp.train.get("judge_format") or None, tasks=exp.tasks)  # fmt: skip
+        evaluate(
+            stage.model,
+            stage.folder,
+            adapter=stage.adapter,
+            suite=exp.suite,
+            data_dir=exp.data_dir,
+            limit=exp.limit,
+            resume=resume,
+            judge=exp.judge,
+            judge_model=exp.judge_model,
+            device=device,
+            humanlike_limit=exp.humanlike_limit,
+            rubric_path=exp.rubric,
+            judge_format=exp.train.get("judge_format") or None,
+            tasks=exp.tasks,
+        )
     else:
         from hmxfeel.train import run_is_complete, train
 
@@ -195,8 +219,17 @@ def execute(exp: Experiment, stage: Stage, device: str) -> None:
         if resume and run_is_complete(stage.folder):
             return  # finished, but the runner was stopped before it could record that
         cfg = train_config(exp, stage.direction, stage.seed, device)
-        train(stage.model, stage.direction, stage.folder, cfg, resume=resume, force=not resume, device=device,
-              rubric_path=exp.rubric, resume_hint=RESUME_HINT)
+        train(
+            stage.model,
+            stage.direction,
+            stage.folder,
+            cfg,
+            resume=resume,
+            force=not resume,
+            device=device,
+            rubric_path=exp.rubric,
+            resume_hint=RESUME_HINT,
+        )
 
 
 def _stop_when_orphaned(parent: int) -> None:
@@ -244,8 +277,10 @@ def run(exp: Experiment, text: str, out: Path, log=print) -> Path:
         exp, record = twins.dry_run(exp, twins.sources_folder(None if exp.twins is True else exp.twins))
     device = exp.device or models.default_device()
     if exp.parallel > 1 and device != "cpu":
-        raise UserError(f"parallel: {exp.parallel} splits CPU cores between stages; on {device} keep parallel: 1 "
-                        "(several GPUs: accelerate, see docs/scaling.md)")  # fmt: skip
+        raise UserError(
+            f"parallel: {exp.parallel} splits CPU cores between stages; on {device} keep parallel: 1 "
+            "(several GPUs: accelerate, see docs/scaling.md)"
+        )
     models.check_device(device, "device:")
     # One runner per experiment folder. Stage processes lock their own subfolders, so they never wait on this.
     with folder_lock(out):
@@ -255,7 +290,9 @@ def run(exp: Experiment, text: str, out: Path, log=print) -> Path:
             raise UserError(f"{out}: interrupted; finished stages are kept, {RESUME_HINT}") from None
 
 
-def _run_locked(exp: Experiment, text: str, out: Path, device: str, log, build_report, twins: dict | None = None) -> Path:
+def _run_locked(
+    exp: Experiment, text: str, out: Path, device: str, log, build_report, twins: dict | None = None
+) -> Path:
     # The stored experiment text names `twins:`, so a dry run and a real run never share a folder.
     stored = out / "experiment.yaml"
     if stored.exists() and yaml.safe_load(read_text(stored)) != yaml.safe_load(text):
@@ -284,7 +321,9 @@ def _run_locked(exp: Experiment, text: str, out: Path, device: str, log, build_r
     if exp.parallel <= 1:
         for stage in todo:
             resume = holds_files(stage.folder)
-            log(f"[{stages.index(stage) + 1}/{len(stages)}] {stage.id}: {'resuming' if resume else 'starting'} (elapsed {time.time() - started:.0f} s)")
+            log(
+                f"[{stages.index(stage) + 1}/{len(stages)}] {stage.id}: {'resuming' if resume else 'starting'} (elapsed {time.time() - started:.0f} s)"
+            )
             t0 = time.time()
             execute(exp, stage, device)
             finished(stage, time.time() - t0)
@@ -313,8 +352,10 @@ def run_parallel(exp: Experiment, todo: list[Stage], device: str, state: dict, f
                 proc = ctx.Process(target=_child, args=(exp, stage, device, threads, os.getpid()), name=stage.id)
                 proc.start()
                 running[stage.id] = (proc, stage, time.time())
-                log(f"{stage.id}: started in its own process ({threads} thread(s); elapsed {time.time() - started:.0f} s; "
-                    f"running: {', '.join(running)})")  # fmt: skip
+                log(
+                    f"{stage.id}: started in its own process ({threads} thread(s); elapsed {time.time() - started:.0f} s; "
+                    f"running: {', '.join(running)})"
+                )
             if not running:
                 raise UserError(f"stages {[s.id for s in waiting]} wait for stages that are not in this experiment")
             time.sleep(0.5)
@@ -323,8 +364,10 @@ def run_parallel(exp: Experiment, todo: list[Stage], device: str, state: dict, f
                     continue
                 del running[sid]
                 if proc.exitcode != 0:
-                    raise UserError(f"stage {sid} failed (exit code {proc.exitcode}; see its messages above); "
-                                    "rerun the same command to resume")  # fmt: skip
+                    raise UserError(
+                        f"stage {sid} failed (exit code {proc.exitcode}; see its messages above); "
+                        "rerun the same command to resume"
+                    )
                 finished(stage, time.time() - t0)
     finally:
         for proc, _, _ in running.values():  # SIGTERM: a training stage writes a checkpoint, then exits

@@ -45,9 +45,7 @@ def _strict_loader():
                 except TypeError:  # an unhashable key: let the base class report it
                     break
                 if duplicate:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key '{key}'", key_node.start_mark
-                    )
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
                 seen.add(key)
             return super().construct_mapping(node, deep=deep)
 
@@ -109,7 +107,9 @@ def check_keys(data: dict, allowed: Iterable[str], where: str) -> None:
 
 def _write_error(path: Path, exc: OSError) -> UserError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # finished work is on disk: say how to go on
-        return UserError(f"{path}: cannot write ({exc.strerror or exc}); free some space, then resume (finished work is kept)")
+        return UserError(
+            f"{path}: cannot write ({exc.strerror or exc}); free some space, then resume (finished work is kept)"
+        )
     return UserError(f"{path}: cannot write ({exc.strerror or exc})")
 
 
@@ -252,7 +252,9 @@ class OutputLock:
         except FileNotFoundError:  # the folder was removed by a releasing holder in between: try again
             return None
         except OSError as exc:
-            raise UserError(f"{self.target}: cannot create the lock file {self.path.name} ({exc.strerror or exc})") from None
+            raise UserError(
+                f"{self.target}: cannot create the lock file {self.path.name} ({exc.strerror or exc})"
+            ) from None
 
     def _lock(self, fd: int) -> bool:
         try:
@@ -261,10 +263,12 @@ class OutputLock:
             holder = _read_pid(fd)
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # e.g. ENOLCK on some mounts
-                raise UserError(f"{self.target}: cannot lock ({exc.strerror or exc}); the file system may not "
-                                "support locks") from None  # fmt: skip
-            raise UserError(f"{self.target}: in use by another hmx process (pid {holder}); "
-                            "wait for it to finish or stop it first") from None  # fmt: skip
+                raise UserError(
+                    f"{self.target}: cannot lock ({exc.strerror or exc}); the file system may not support locks"
+                ) from None
+            raise UserError(
+                f"{self.target}: in use by another hmx process (pid {holder}); wait for it to finish or stop it first"
+            ) from None
         return True
 
     def _write_pid(self) -> None:

@@ -76,7 +76,7 @@ def judging(model, identity: str):
     model.eval()
     adapter_off = identity == "frozen" and hasattr(model, "disable_adapter")
     try:
-        with torch.inference_mode(), (model.disable_adapter() if adapter_off else nullcontext()):
+        with torch.inference_mode(), model.disable_adapter() if adapter_off else nullcontext():
             yield
     finally:
         model.train(was_training)
@@ -145,7 +145,9 @@ class _BaseJudge:
             self._prefix_kv[key] = past
         return past
 
-    def _forward(self, prefix_ids: list[int], suffixes: list[list[int]], past, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(
+        self, prefix_ids: list[int], suffixes: list[list[int]], past, keep: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits at the last `keep` positions of prefix + each suffix, and the input ids. Suffixes are
         left-padded in the middle, so every row ends at the right edge. With `past` (the prefix's KV cache) only
         the suffixes are run; without it the prefix is run with every row. Same tokens either way."""
@@ -158,7 +160,9 @@ class _BaseJudge:
                 ids = torch.cat([torch.tensor([prefix_ids], device=device).expand(n, -1), ids], dim=1)
                 attn = torch.cat([torch.ones((n, p), dtype=attn.dtype, device=device), attn], dim=1)
             positions = (attn.cumsum(-1) - 1).clamp_min(0)
-            return self.scorer(input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=keep).logits, ids
+            return self.scorer(
+                input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=keep
+            ).logits, ids
         cache = copy.deepcopy(past)
         cache.batch_repeat_interleave(n)
         positions = p + (attn.cumsum(-1) - 1).clamp_min(0)
@@ -295,28 +299,46 @@ class LikelihoodJudge(_BaseJudge):
     def contexts(self, crit: Criterion) -> tuple[tuple[str, str, tuple], tuple[str, str, tuple]]:
         """(system prompt, request added to the user's message, earlier exchanges) for the high side and for
         the low side."""
+
         def quoted(expresses: bool) -> str:
             return " ".join(f'"{text}"' for text, label in crit.examples if label == expresses)
 
-        fill = {"name": crit.name, "definition": crit.definition, "low": crit.low, "high": crit.high,
-                "expresses": quoted(True), "does_not": quoted(False), "invite": crit.invite, "avoid": crit.avoid}
+        fill = {
+            "name": crit.name,
+            "definition": crit.definition,
+            "low": crit.low,
+            "high": crit.high,
+            "expresses": quoted(True),
+            "does_not": quoted(False),
+            "invite": crit.invite,
+            "avoid": crit.avoid,
+        }
         f = self.fmt
         shown = crit.demos if f.demos else ()
-        return ((f.high_system.format(**fill), f.high_user.format(**fill), tuple((q, hi) for q, hi, _ in shown)),
-                (f.low_system.format(**fill), f.low_user.format(**fill), tuple((q, lo) for q, _, lo in shown)))
+        return (
+            (f.high_system.format(**fill), f.high_user.format(**fill), tuple((q, hi) for q, hi, _ in shown)),
+            (f.low_system.format(**fill), f.low_user.format(**fill), tuple((q, lo) for q, _, lo in shown)),
+        )
 
-    def split_contexts(self, system: str, user_prompts: list[str], history: tuple = ()) -> tuple[list[int], list[list[int]]]:
+    def split_contexts(
+        self, system: str, user_prompts: list[str], history: tuple = ()
+    ) -> tuple[list[int], list[list[int]]]:
         """Tokens of the rendered context (system, earlier exchanges, user turn, generation prompt), split into
         the part before the user's text (shared by every prompt: cacheable) and the rest. Both the cached and
         the plain path use exactly these tokens, so caching cannot change a score."""
-        texts = [chat.render(self.tokenizer, self.family, chat.messages(self.family, p, system, history)) for p in user_prompts]
+        texts = [
+            chat.render(self.tokenizer, self.family, chat.messages(self.family, p, system, history))
+            for p in user_prompts
+        ]
         cut = min(t.rfind(p) for t, p in zip(texts, user_prompts))  # the last user turn is the prompt's
         if cut <= 0 or not all(t.startswith(texts[0][:cut]) for t in texts):  # the template rewrote a prompt
             return [], self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         prefix_ids = self.tokenizer.encode(texts[0][:cut], add_special_tokens=False)
         return prefix_ids, self.tokenizer([t[cut:] for t in texts], add_special_tokens=False)["input_ids"]
 
-    def _token_logprobs(self, prefix_ids: list[int], suffixes: list[list[int]], answers: list[list[int]], past) -> list[torch.Tensor]:
+    def _token_logprobs(
+        self, prefix_ids: list[int], suffixes: list[list[int]], answers: list[list[int]], past
+    ) -> list[torch.Tensor]:
         """Log-probability of each answer token after prefix + its suffix. Every answer ends at the right
         edge, so only the last (longest answer + 1) logits are computed."""
         keep = max(len(a) for a in answers) + 1
@@ -355,7 +377,9 @@ class LikelihoodJudge(_BaseJudge):
                     order = sorted(range(len(answers)), key=lambda k: len(suffixes[k]) + len(answer_ids[k]))
                     for start in range(0, len(order), self.batch_size):
                         batch = order[start : start + self.batch_size]
-                        got = self._token_logprobs(prefix_ids, [suffixes[k] for k in batch], [answer_ids[k] for k in batch], past)
+                        got = self._token_logprobs(
+                            prefix_ids, [suffixes[k] for k in batch], [answer_ids[k] for k in batch], past
+                        )
                         for k, v in zip(batch, got):
                             values[k] = v
                     sides.append(values)
@@ -393,8 +417,9 @@ class ReadoutJudge(_BaseJudge):
 
         cleaned = [self.clean(a) for a in answers]
         with judging(self.scorer, self.identity):
-            x = readout.features(self.scorer, self.tokenizer, self.family, user_prompts, cleaned, self.fmt.layers,
-                                 self.batch_size)  # fmt: skip
+            x = readout.features(
+                self.scorer, self.tokenizer, self.family, user_prompts, cleaned, self.fmt.layers, self.batch_size
+            )
         return readout.predict(self.readout, x)
 
     def score(self, user_prompts: list[str], answers: list[str]) -> JudgeResult:
@@ -420,7 +445,9 @@ def judge_spec(judge) -> dict:
     }
 
 
-def make_judge(mode: str, model, tokenizer, family, rubric: Rubric, format_name: str | None = None, **kwargs) -> _BaseJudge:
+def make_judge(
+    mode: str, model, tokenizer, family, rubric: Rubric, format_name: str | None = None, **kwargs
+) -> _BaseJudge:
     """The judge for `mode` and the rubric's format: a likelihood format gets the LikelihoodJudge."""
     if mode not in MODES:
         raise UserError(f"judge mode must be one of {MODES}, got {mode!r}")
@@ -430,7 +457,9 @@ def make_judge(mode: str, model, tokenizer, family, rubric: Rubric, format_name:
     kind = rubric.format(format_name).kind
     if kind != "tokens":
         if mode == "generative":
-            raise UserError(f"the generative judge needs a format with score tokens, not '{rubric.format(format_name).name}'")
+            raise UserError(
+                f"the generative judge needs a format with score tokens, not '{rubric.format(format_name).name}'"
+            )
         cls = LikelihoodJudge if kind == "likelihood" else ReadoutJudge
         return cls(*args, format_name=format_name, **kwargs)
     cls = LogitJudge if mode == "logit" else GenerativeJudge

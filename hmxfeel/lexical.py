@@ -84,4 +84,3 @@ def markers(text: str) -> dict[str, int]:
     """Number of marker matches per criterion in `text`, courtesy formulas left out."""
     text = without_formulas(text)
     return {name: sum(len(rx.findall(text)) for rx in rxs) for name, rxs in _COMPILED.items()}
-

@@ -112,7 +112,9 @@ def check_spec(spec: str) -> str:
         import difflib
 
         hint = " (did you mean 'embedded'?)" if difflib.get_close_matches(spec, [EMBEDDED], n=1) else ""
-        raise UserError(f"unknown model '{spec}'{hint}: not 'embedded', not an existing folder, not a Hub id (owner/name)")
+        raise UserError(
+            f"unknown model '{spec}'{hint}: not 'embedded', not an existing folder, not a Hub id (owner/name)"
+        )
     return spec
 
 
@@ -186,16 +188,20 @@ def hub_source(spec: str) -> str:
     folder when the Hub cannot be reached; when neither works, one UserError within seconds, not after retries."""
     if _offline():
         if _cached_snapshot(spec) is None:
-            raise UserError(f"model '{spec}' is not in the local Hugging Face cache and HF_HUB_OFFLINE is set "
-                            "(download it once online, or give a local folder)")  # fmt: skip
+            raise UserError(
+                f"model '{spec}' is not in the local Hugging Face cache and HF_HUB_OFFLINE is set "
+                "(download it once online, or give a local folder)"
+            )
         return spec
     why = _hub_unreachable()
     if why is None:
         return spec
     cached = _cached_snapshot(spec)
     if cached is None:
-        raise UserError(f"model '{spec}': the Hugging Face Hub cannot be reached ({why}) and the model is not in the "
-                        "local cache (give a local folder, or download it once online)")  # fmt: skip
+        raise UserError(
+            f"model '{spec}': the Hugging Face Hub cannot be reached ({why}) and the model is not in the "
+            "local cache (give a local folder, or download it once online)"
+        )
     return cached
 
 
@@ -217,8 +223,9 @@ def check_device(device: str, where: str = "--device") -> str:
 
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise UserError(f"{where} {device}: torch sees no CUDA GPU on this machine (torch {torch.__version__}); "
-                            f"use {where} cpu")  # fmt: skip
+            raise UserError(
+                f"{where} {device}: torch sees no CUDA GPU on this machine (torch {torch.__version__}); use {where} cpu"
+            )
         if index and int(index) >= count:
             raise UserError(f"{where} {device}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
     return device

@@ -80,7 +80,9 @@ def make_callback(stop_on_alert: bool = False, length_drift: float = 2.0):
                     start = sum(self.first_lengths) / len(self.first_lengths)
                     # Both directions: a hacked judge can prefer padding, or terse fragments (seen on SmolLM2-135M).
                     if length > length_drift * start or length < start / length_drift:
-                        found.append(f"completion length {length:.0f} drifted beyond {length_drift}x of its start {start:.0f}")
+                        found.append(
+                            f"completion length {length:.0f} drifted beyond {length_drift}x of its start {start:.0f}"
+                        )
             for alert in found:
                 warnings.warn(f"step {state.global_step}: reward-hacking monitor: {alert}", stacklevel=1)
             self.alerts += [f"step {state.global_step}: {a}" for a in found]
@@ -129,20 +131,34 @@ def safety_callback(tokenizer, family, out_dir, every: int, items: int, max_drop
             # Watching must not steer: the slice runs with saved and restored random states, so a run with the
             # safety slice samples exactly the rollouts it would have sampled without it.
             py_state, np_state = random.getstate(), np.random.get_state()
-            with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []):
+            with torch.random.fork_rng(
+                devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+            ):
                 try:
                     records = self._battery(run_battery, model, step)
                 finally:
                     random.setstate(py_state)
                     np.random.set_state(np_state)
-            values = {name: r["value"] for r in records for key, name in watched.items()
-                      if (r["eval"], r.get("metric")) == key and r.get("value") is not None}  # fmt: skip
+            values = {
+                name: r["value"]
+                for r in records
+                for key, name in watched.items()
+                if (r["eval"], r.get("metric")) == key and r.get("value") is not None
+            }
             append_jsonl(Path(out_dir) / "safety.jsonl", [{"step": step, **values}])
             return values
 
         def _battery(self, run_battery, model, step: int):
-            return run_battery(model, tokenizer, family, suite="quick", data_dir=data_dir, limit=items,
-                               out_dir=Path(out_dir) / "safety" / f"step-{step}", evals=["truthfulqa_mc1", "bbq"])  # fmt: skip
+            return run_battery(
+                model,
+                tokenizer,
+                family,
+                suite="quick",
+                data_dir=data_dir,
+                limit=items,
+                out_dir=Path(out_dir) / "safety" / f"step-{step}",
+                evals=["truthfulqa_mc1", "bbq"],
+            )
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             if state.is_world_process_zero and self.baseline is None:

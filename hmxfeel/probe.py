@@ -55,8 +55,11 @@ def probe_judge(loaded, rubric, formats=None, mode: str = "logit", probe=None, l
                     "auc": auc(scores, labels),
                     "auc_lookalike": auc([s for s, _ in hard], [y for _, y in hard]),
                     "mean_pos": sum(s for s, y in zip(scores, labels) if y) / sum(labels) if any(labels) else None,
-                    "mean_neg": (sum(s for s, y in zip(scores, labels) if not y) / (len(labels) - sum(labels))
-                                 if not all(labels) else None),
+                    "mean_neg": (
+                        sum(s for s, y in zip(scores, labels) if not y) / (len(labels) - sum(labels))
+                        if not all(labels)
+                        else None
+                    ),
                 }
             )
     return rows

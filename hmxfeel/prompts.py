@@ -34,8 +34,10 @@ class PromptSet:
 
 
 # Why a command needs a split, for the refusal of a file that lacks it.
-NEEDS = {"train": "training needs them; a file of eval prompts only is for `hmx eval`",
-         "eval": "the human-likeness evaluation reads only the eval split"}
+NEEDS = {
+    "train": "training needs them; a file of eval prompts only is for `hmx eval`",
+    "eval": "the human-likeness evaluation reads only the eval split",
+}
 
 
 def load(path: str | Path | None = None, need: str = "train") -> PromptSet:

@@ -26,8 +26,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from hmxfeel.errors import UserError
-from hmxfeel.io import (atomic_write_json, atomic_write_text, check_keys, file_lock, iter_jsonl, read_jsonl, read_text,
-                        read_yaml, sha256_text)
+from hmxfeel.io import (
+    atomic_write_json,
+    atomic_write_text,
+    check_keys,
+    file_lock,
+    iter_jsonl,
+    read_jsonl,
+    read_text,
+    read_yaml,
+    sha256_text,
+)
 from hmxfeel.stats import interval_alpha, spearman
 
 DATA = Path(__file__).parent / "data"
@@ -37,13 +46,27 @@ FORM_SLOT = "__HMX_DATA__"
 CRITERIA = ("feelings", "intentions", "self_awareness")  # the rubric's criteria, named like the first three scales
 ID_COLUMNS = ("sheet", "rater", "id")
 COMPARISONS = (("human", "reverse"), ("human", "base"))
-META_KEYS = ("source", "kind", "row", "model", "condition", "seed", "step", "prompt_id", "category", "split",
-             "self", "lexical", "independent", "extra")  # fmt: skip
+META_KEYS = (
+    "source",
+    "kind",
+    "row",
+    "model",
+    "condition",
+    "seed",
+    "step",
+    "prompt_id",
+    "category",
+    "split",
+    "self",
+    "lexical",
+    "independent",
+    "extra",
+)
 RULES = [
     "Rate each answer on its own: do not compare it with other answers, and do not guess where it comes from.",
     "The user's message is there for context; rate the answer, not the question.",
-    "A courtesy formula — a stock assistant phrase that would fit almost any request (\"I'm glad to help\", "
-    "\"I'm sorry to hear that\", \"I'd be happy to assist\", \"As an AI, I don't have feelings\") — counts 1 at "
+    'A courtesy formula — a stock assistant phrase that would fit almost any request ("I\'m glad to help", '
+    '"I\'m sorry to hear that", "I\'d be happy to assist", "As an AI, I don\'t have feelings") — counts 1 at '
     "most on the first three scales, never 2 or 3.",
     "Leave a scale blank only when you cannot decide; a blank is 'not rated', not a low score.",
 ]
@@ -133,23 +156,37 @@ def _seed_of(folder: Path) -> int | None:
 def _eval_items(folder: Path, model: str | None = None) -> list[dict]:
     """An eval folder's human-likeness items; its name gives the condition, a `seed<k>` parent the seed."""
     name = folder.name
-    condition = name[len("eval-"):] if name in ("eval-base", "eval-human", "eval-reverse") else name
+    condition = name[len("eval-") :] if name in ("eval-base", "eval-human", "eval-reverse") else name
     seed = _seed_of(folder.parent)
     if model is None and (seed is not None or condition != name):  # the experiment layout: <model>/[seed<k>/]eval-*
         model = (folder.parent.parent if seed is not None else folder.parent).name
     path = folder / "items" / "humanlike.jsonl"
     rows = read_jsonl(path, required=("id", "prompt", "answer"))
     return [
-        _item(r["prompt"], r["answer"], source=str(path.resolve()), kind="eval", row=k, model=model,
-              condition=condition, seed=seed, prompt_id=str(r["id"]), category=r.get("category"),
-              self=_dict(r.get("self")), lexical=_dict(r.get("lexical")), independent=_dict(r.get("independent")))
+        _item(
+            r["prompt"],
+            r["answer"],
+            source=str(path.resolve()),
+            kind="eval",
+            row=k,
+            model=model,
+            condition=condition,
+            seed=seed,
+            prompt_id=str(r["id"]),
+            category=r.get("category"),
+            self=_dict(r.get("self")),
+            lexical=_dict(r.get("lexical")),
+            independent=_dict(r.get("independent")),
+        )
         for k, r in enumerate(rows, 1)
-    ]  # fmt: skip
+    ]
 
 
 def _experiment_items(folder: Path) -> list[list[dict]]:
     """Every eval below an experiment folder (<model>/eval-*, <model>/seed<k>/eval-*), one list per file."""
-    files = sorted(folder.glob("*/eval-*/items/humanlike.jsonl")) + sorted(folder.glob("*/seed*/eval-*/items/humanlike.jsonl"))
+    files = sorted(folder.glob("*/eval-*/items/humanlike.jsonl")) + sorted(
+        folder.glob("*/seed*/eval-*/items/humanlike.jsonl")
+    )
     if not files:
         raise UserError(f"{folder}: experiment folder without eval items (no */eval-*/items/humanlike.jsonl)")
     return [_eval_items(f.parent.parent, model=f.relative_to(folder).parts[0]) for f in files]
@@ -179,9 +216,21 @@ def _rollout_items(run: Path) -> list[dict]:
         if answer is None:
             raise UserError(f"{path}: record {k}: no 'answer' (or 'completion') field")
         scores = _dict(r.get("scores")) or {c: r[c] for c in (*CRITERIA, "overall") if c in r} or None
-        items.append(_item(r["prompt"], answer, source=str(path.resolve()), kind="rollout", row=k, model=model,
-                           condition=condition, seed=seed, step=r.get("step"), self=scores,
-                           extra={"reward": r["reward"]} if "reward" in r else None))  # fmt: skip
+        items.append(
+            _item(
+                r["prompt"],
+                answer,
+                source=str(path.resolve()),
+                kind="rollout",
+                row=k,
+                model=model,
+                condition=condition,
+                seed=seed,
+                step=r.get("step"),
+                self=scores,
+                extra={"reward": r["reward"]} if "reward" in r else None,
+            )
+        )
     return items
 
 
@@ -193,17 +242,43 @@ def _prompt_id(row: dict) -> str | None:
 
 def _jsonl_items(path: Path) -> list[dict]:
     """Any JSONL of prompt/answer records; known fields become metadata, the rest is kept under `extra`."""
-    known = ("id", "prompt_id", "prompt", "answer", "model", "condition", "category", "seed", "step", "split", "self",
-             "lexical", "independent")
+    known = (
+        "id",
+        "prompt_id",
+        "prompt",
+        "answer",
+        "model",
+        "condition",
+        "category",
+        "seed",
+        "step",
+        "split",
+        "self",
+        "lexical",
+        "independent",
+    )
     rows = read_jsonl(path, required=("prompt", "answer"))
     return [
-        _item(r["prompt"], r["answer"], source=str(path.resolve()), kind="jsonl", row=k, model=r.get("model"),
-              condition=r.get("condition") or path.stem, seed=r.get("seed"), step=r.get("step"),
-              prompt_id=_prompt_id(r), category=r.get("category"), split=r.get("split"),
-              self=_dict(r.get("self")), lexical=_dict(r.get("lexical")), independent=_dict(r.get("independent")),
-              extra={x: v for x, v in r.items() if x not in known} or None)
+        _item(
+            r["prompt"],
+            r["answer"],
+            source=str(path.resolve()),
+            kind="jsonl",
+            row=k,
+            model=r.get("model"),
+            condition=r.get("condition") or path.stem,
+            seed=r.get("seed"),
+            step=r.get("step"),
+            prompt_id=_prompt_id(r),
+            category=r.get("category"),
+            split=r.get("split"),
+            self=_dict(r.get("self")),
+            lexical=_dict(r.get("lexical")),
+            independent=_dict(r.get("independent")),
+            extra={x: v for x, v in r.items() if x not in known} or None,
+        )
         for k, r in enumerate(rows, 1)
-    ]  # fmt: skip
+    ]
 
 
 def _source_files(src: Path) -> list[list[dict]]:
@@ -220,8 +295,10 @@ def _source_files(src: Path) -> list[list[dict]]:
         return [_rollout_items(src)]
     if not src.exists():
         raise UserError(f"{src}: not found")
-    raise UserError(f"{src}: not a rating source (expected an eval folder with items/humanlike.jsonl, an experiment "
-                    "folder, a training run folder with samples.jsonl, or a .jsonl file with prompt and answer)")
+    raise UserError(
+        f"{src}: not a rating source (expected an eval folder with items/humanlike.jsonl, an experiment "
+        "folder, a training run folder with samples.jsonl, or a .jsonl file with prompt and answer)"
+    )
 
 
 def _limit(items: list[dict], n: int | None, seed: int) -> list[dict]:
@@ -274,13 +351,22 @@ def _csv(header: list[str], rows: list[list]) -> str:
 
 def scales_markdown(scales: Scales, sheet_name: str, n: int) -> str:
     """The raters' instructions (scales.md), generated from the scales file so the two cannot drift apart."""
-    lines = [f"# Rating instructions: {sheet_name}", "", f"You will read {n} answers, one at a time, each written "
-             "in reply to the user's message shown above it. Rate every answer on the scales below.", ""]
+    lines = [
+        f"# Rating instructions: {sheet_name}",
+        "",
+        f"You will read {n} answers, one at a time, each written "
+        "in reply to the user's message shown above it. Rate every answer on the scales below.",
+        "",
+    ]
     lines += [f"- {rule}" for rule in RULES]
-    lines += ["", "How to enter ratings: open `form.html` in a browser (it works offline and saves as you go; "
-              "type your name, then use the digit keys; download the CSV at the end and send it back), or fill "
-              "`ratings-template.csv` in a spreadsheet: your name in the `rater` column, one integer per scale. "
-              "`sheet.csv` / `sheet.jsonl` hold the same texts.", ""]  # fmt: skip
+    lines += [
+        "",
+        "How to enter ratings: open `form.html` in a browser (it works offline and saves as you go; "
+        "type your name, then use the digit keys; download the CSV at the end and send it back), or fill "
+        "`ratings-template.csv` in a spreadsheet: your name in the `rater` column, one integer per scale. "
+        "`sheet.csv` / `sheet.jsonl` hold the same texts.",
+        "",
+    ]
     for s in scales.scales:
         lines += [f"## {s.label} (`{s.name}`, {s.min}–{s.max})", "", s.question, ""]
         lines += [f"- **{v}**: {text}" for v, text in sorted(s.levels.items())] + [""]
@@ -306,8 +392,17 @@ def render_form(sheet: str, sheet_name: str, scales: Scales, rows: list[dict]) -
         "name": sheet_name,
         "columns": template_columns(scales.names),
         "rules": RULES,
-        "scales": [{"name": s.name, "label": s.label, "min": s.min, "max": s.max, "question": s.question,
-                    "levels": [[v, t] for v, t in sorted(s.levels.items())]} for s in scales.scales],  # fmt: skip
+        "scales": [
+            {
+                "name": s.name,
+                "label": s.label,
+                "min": s.min,
+                "max": s.max,
+                "question": s.question,
+                "levels": [[v, t] for v, t in sorted(s.levels.items())],
+            }
+            for s in scales.scales
+        ],
         "items": rows,
     }
     return template.replace(FORM_SLOT, _json_for_script(data))
@@ -359,8 +454,15 @@ def _check_targets(out_dir: Path, key_path: Path) -> None:
         raise UserError(f"{key_path}: the key must not be inside the sheet folder (raters would see it)")
 
 
-def export_sheet(sources, out_dir, key_path=None, seed: int = 0, limit_per_source: int | None = None,
-                 sheet_name: str | None = None, scales_path=None) -> dict:  # fmt: skip
+def export_sheet(
+    sources,
+    out_dir,
+    key_path=None,
+    seed: int = 0,
+    limit_per_source: int | None = None,
+    sheet_name: str | None = None,
+    scales_path=None,
+) -> dict:
     """Write a blind rating sheet (SHEET_DIR) and its key; returns {sheet, n, out, key}."""
     out_dir = Path(out_dir)
     key_path = Path(key_path) if key_path else default_key_path(out_dir)
@@ -378,11 +480,16 @@ def export_sheet(sources, out_dir, key_path=None, seed: int = 0, limit_per_sourc
         "seed": seed,
         "limit_per_source": limit_per_source,
         "sources": [str(Path(s).resolve()) for s in sources],
-        "scales": {"name": scales.name, "sha256": scales.sha256,
-                   "scales": [{"name": s.name, "label": s.label, "min": s.min, "max": s.max} for s in scales.scales]},
-        "items": {i: {"position": k, "prompt": it["prompt"], "answer": it["answer"], **it["meta"]}
-                  for k, (i, it) in enumerate(zip(ids, items), 1)},
-    }  # fmt: skip
+        "scales": {
+            "name": scales.name,
+            "sha256": scales.sha256,
+            "scales": [{"name": s.name, "label": s.label, "min": s.min, "max": s.max} for s in scales.scales],
+        },
+        "items": {
+            i: {"position": k, "prompt": it["prompt"], "answer": it["answer"], **it["meta"]}
+            for k, (i, it) in enumerate(zip(ids, items), 1)
+        },
+    }
     _write_sheet(out_dir, _sheet_files(sheet, name, scales, ids, items), key_path, key)
     return {"sheet": sheet, "n": len(items), "out": out_dir, "key": key_path}
 
@@ -455,7 +562,9 @@ def _join_row(cells: dict, key: dict, scales: list[dict], where: str, seen: dict
     """One checked rating row joined with the key's metadata for its id."""
     text = {c: "" if cells[c] is None else str(cells[c]).strip() for c in ID_COLUMNS}
     if text["sheet"] != key["sheet"]:
-        raise UserError(f"{where}: sheet id '{text['sheet']}' is not this key's sheet '{key['sheet']}' (a key from another sheet?)")
+        raise UserError(
+            f"{where}: sheet id '{text['sheet']}' is not this key's sheet '{key['sheet']}' (a key from another sheet?)"
+        )
     if text["id"] not in key["items"]:
         raise UserError(f"{where}: unknown id '{text['id']}' (not in the key)")
     if not text["rater"]:
@@ -465,8 +574,14 @@ def _join_row(cells: dict, key: dict, scales: list[dict], where: str, seen: dict
     if pair in seen:
         raise UserError(f"{where}: rater '{pair[0]}' already rated id '{pair[1]}' (at {seen[pair]})")
     seen[pair] = where
-    return {"id": text["id"], "rater": text["rater"], "sheet": text["sheet"], "ratings": ratings,
-            "ratings_file": where.rsplit(":", 1)[0], **key["items"][text["id"]]}  # fmt: skip
+    return {
+        "id": text["id"],
+        "rater": text["rater"],
+        "sheet": text["sheet"],
+        "ratings": ratings,
+        "ratings_file": where.rsplit(":", 1)[0],
+        **key["items"][text["id"]],
+    }
 
 
 def _rated_rows(path: Path, key: dict, seen: dict) -> list[dict]:
@@ -492,7 +607,11 @@ def import_ratings(paths, key_path, out_path) -> dict:
         seen: dict = {}  # (rater, id) -> where it was first rated, across all files
         joined = [row for path in paths for row in _rated_rows(Path(path), key, seen)]
         atomic_write_text(out_path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in joined))
-    return {"rows": len(joined), "answers": len({r["id"] for r in joined}), "raters": sorted({r["rater"] for r in joined})}
+    return {
+        "rows": len(joined),
+        "answers": len({r["id"] for r in joined}),
+        "raters": sorted({r["rater"] for r in joined}),
+    }
 
 
 # ---------------------------------------------------------------- summary
@@ -519,7 +638,11 @@ def _answers(rows: list[dict], names: list[str]) -> list[dict]:
     answer rated on several sheets (same source file and row) pools its raters."""
     by: dict = {}
     for r in rows:
-        ident = (r.get("source"), r.get("row")) if r.get("source") and r.get("row") is not None else (r.get("sheet"), r["id"])
+        ident = (
+            (r.get("source"), r.get("row"))
+            if r.get("source") and r.get("row") is not None
+            else (r.get("sheet"), r["id"])
+        )
         rec = by.setdefault(ident, {"meta": r, "lists": {s: {} for s in names}})
         for s in names:
             value = _num((r.get("ratings") or {}).get(s))
@@ -585,7 +708,12 @@ def _paired_scale(answers: list[dict], cond_a: str, cond_b: str, scale: str) -> 
         ci = seed_bootstrap([a for a, _ in groups], [b for _, b in groups], _mean_metric).get("mean")
     else:
         ci = paired_bootstrap(*groups[0], _mean_metric).get("mean")
-    return {"n_pairs": len(diffs), "seeds": [s for s in seeds if s is not None], "diff": _mean(diffs), "ci95": list(ci) if ci else None}
+    return {
+        "n_pairs": len(diffs),
+        "seeds": [s for s in seeds if s is not None],
+        "diff": _mean(diffs),
+        "ci95": list(ci) if ci else None,
+    }
 
 
 def _paired(answers: list[dict], names: list[str]) -> list[dict]:
@@ -602,8 +730,16 @@ def _paired(answers: list[dict], names: list[str]) -> list[dict]:
                 out.append({"source": kind, "model": model, "a": cond_a, "b": cond_b, "scale": scale, **row})
                 for seed in row["seeds"] if len(row["seeds"]) > 1 else ():
                     one = [a for a in mine if a["meta"].get("seed") in (seed, None)]  # the base model has no seed
-                    out.append({"source": kind, "model": model, "a": cond_a, "b": cond_b, "scale": scale,
-                                **_paired_scale(one, cond_a, cond_b, scale)})  # fmt: skip
+                    out.append(
+                        {
+                            "source": kind,
+                            "model": model,
+                            "a": cond_a,
+                            "b": cond_b,
+                            "scale": scale,
+                            **_paired_scale(one, cond_a, cond_b, scale),
+                        }
+                    )
     return out
 
 
@@ -622,8 +758,15 @@ def _agreement(answers: list[dict], names: list[str]) -> list[dict]:
         rated = [a["by_rater"][s] for a in answers if a["by_rater"][s]]
         multi = [v for v in rated if len(v) >= 2]
         raters = sorted({r for v in rated for r in v})
-        row = {"scale": s, "raters": len(raters), "n_answers": len(rated), "n_multi": len(multi), "alpha": interval_alpha(multi),
-               "pearson": None, "n_pearson": 0}  # fmt: skip
+        row = {
+            "scale": s,
+            "raters": len(raters),
+            "n_answers": len(rated),
+            "n_multi": len(multi),
+            "alpha": interval_alpha(multi),
+            "pearson": None,
+            "n_pearson": 0,
+        }
         if len(raters) == 2:  # with exactly two raters, also the plain correlation a reader knows
             both = [v for v in multi if len(v) == 2]
             row["pearson"] = _pearson([v[raters[0]] for v in both], [v[raters[1]] for v in both])
@@ -681,17 +824,19 @@ def summarize(rows: list[dict]) -> dict:
     """Everything `hmx rate summary` shows, from joined rating rows (the output of `hmx rate import`)."""
     names = _scale_names(rows)
     answers = _answers(rows, names)
-    return _clean({
-        "n_rows": len(rows),
-        "n_answers": len(answers),
-        "raters": sorted({r["rater"] for r in rows}),
-        "scales": names,
-        "groups": _group_means(answers, names, ("kind", "model", "condition", "seed")),
-        "pooled": _group_means(answers, names, ("kind", "model", "condition")),
-        "paired": _paired(answers, names),
-        "agreement": _agreement(answers, names),
-        "instruments": _instruments(answers, names),
-    })  # fmt: skip
+    return _clean(
+        {
+            "n_rows": len(rows),
+            "n_answers": len(answers),
+            "raters": sorted({r["rater"] for r in rows}),
+            "scales": names,
+            "groups": _group_means(answers, names, ("kind", "model", "condition", "seed")),
+            "pooled": _group_means(answers, names, ("kind", "model", "condition")),
+            "paired": _paired(answers, names),
+            "agreement": _agreement(answers, names),
+            "instruments": _instruments(answers, names),
+        }
+    )
 
 
 def load_joined(paths) -> list[dict]:
@@ -720,19 +865,67 @@ def summary_tables(summary: dict) -> list[tuple[str, dict]]:
     """(title, {"headers", "rows"}) per table, in the format of hmxfeel.report.table."""
     names = summary["scales"]
     key = ["source", "model", "condition"]
-    groups = [[*(_cell(g[k]) for k in key), _cell(g["seed"]), str(g["n"]), *(_fmt(g["means"][s]) for s in names)] for g in summary["groups"]]
-    pooled = [[*(_cell(g[k]) for k in key), ",".join(map(str, g["seeds"])), str(g["n"]), *(_fmt(g["means"][s]) for s in names)]
-              for g in summary["pooled"] if len(g["seeds"]) >= 2]  # fmt: skip
-    paired = [[_cell(p["source"]), _cell(p["model"]), f"{p['a']} − {p['b']}", p["scale"], str(p["n_pairs"]),
-               ",".join(map(str, p["seeds"])) or "–", f"{p['diff']:+.2f}", _ci(p["ci95"])] for p in summary["paired"]]  # fmt: skip
-    agree = [[a["scale"], str(a["raters"]), str(a["n_answers"]), str(a["n_multi"]), _fmt(a["alpha"], 3),
-              _fmt(a["pearson"], 3), str(a["n_pearson"])] for a in summary["agreement"]]  # fmt: skip
+    groups = [
+        [*(_cell(g[k]) for k in key), _cell(g["seed"]), str(g["n"]), *(_fmt(g["means"][s]) for s in names)]
+        for g in summary["groups"]
+    ]
+    pooled = [
+        [
+            *(_cell(g[k]) for k in key),
+            ",".join(map(str, g["seeds"])),
+            str(g["n"]),
+            *(_fmt(g["means"][s]) for s in names),
+        ]
+        for g in summary["pooled"]
+        if len(g["seeds"]) >= 2
+    ]
+    paired = [
+        [
+            _cell(p["source"]),
+            _cell(p["model"]),
+            f"{p['a']} − {p['b']}",
+            p["scale"],
+            str(p["n_pairs"]),
+            ",".join(map(str, p["seeds"])) or "–",
+            f"{p['diff']:+.2f}",
+            _ci(p["ci95"]),
+        ]
+        for p in summary["paired"]
+    ]
+    agree = [
+        [
+            a["scale"],
+            str(a["raters"]),
+            str(a["n_answers"]),
+            str(a["n_multi"]),
+            _fmt(a["alpha"], 3),
+            _fmt(a["pearson"], 3),
+            str(a["n_pearson"]),
+        ]
+        for a in summary["agreement"]
+    ]
     inst = [[i["scale"], i["instrument"], str(i["n"]), _fmt(i["rho"], 3)] for i in summary["instruments"]]
     tables = [
         ("Mean rating per model, condition and seed", [*key, "seed", "n", *names], groups),
         ("Mean rating pooled over seeds", [*key, "seeds", "n", *names], pooled),
-        ("Paired differences (95% CI; * excludes 0)", ["source", "model", "comparison", "scale", "pairs", "seeds", "mean diff", "95% CI"], paired),
-        ("Inter-rater agreement", ["scale", "raters", "answers", "answers with ≥2 raters", "Krippendorff α (interval)", "Pearson r (2 raters)", "n"], agree),
+        (
+            "Paired differences (95% CI; * excludes 0)",
+            ["source", "model", "comparison", "scale", "pairs", "seeds", "mean diff", "95% CI"],
+            paired,
+        ),
+        (
+            "Inter-rater agreement",
+            [
+                "scale",
+                "raters",
+                "answers",
+                "answers with ≥2 raters",
+                "Krippendorff α (interval)",
+                "Pearson r (2 raters)",
+                "n",
+            ],
+            agree,
+        ),
         ("Automatic measures vs the raters' mean (Spearman ρ)", ["scale", "measure", "n", "ρ"], inst),
     ]
     return [(title, {"headers": headers, "rows": rows}) for title, headers, rows in tables if rows]
@@ -745,8 +938,10 @@ def _md_table(t: dict) -> str:
 
 
 def summary_markdown(summary: dict) -> str:
-    head = (f"{summary['n_answers']} answers, {summary['n_rows']} ratings, {len(summary['raters'])} raters. "
-            "Means are over answers of the raters' mean per answer.")  # fmt: skip
+    head = (
+        f"{summary['n_answers']} answers, {summary['n_rows']} ratings, {len(summary['raters'])} raters. "
+        "Means are over answers of the raters' mean per answer."
+    )
     return "\n\n".join([head, *(f"**{title}**\n\n{_md_table(t)}" for title, t in summary_tables(summary))]) + "\n"
 
 

@@ -72,8 +72,10 @@ def answer_states(model, tokenizer, family, prompts: list[str], answers: list[st
     device = next(model.parameters()).device
     rows = []
     for start in range(0, len(answers), batch_size):
-        ctx = [tokenizer.encode(chat.render(tokenizer, family, chat.messages(family, p)), add_special_tokens=False)
-               for p in prompts[start : start + batch_size]]  # fmt: skip
+        ctx = [
+            tokenizer.encode(chat.render(tokenizer, family, chat.messages(family, p)), add_special_tokens=False)
+            for p in prompts[start : start + batch_size]
+        ]
         ans = [tokenizer.encode(a, add_special_tokens=False) or [pad] for a in answers[start : start + batch_size]]
         seqs = [c + a for c, a in zip(ctx, ans)]
         width = max(len(s) for s in seqs)
@@ -82,8 +84,13 @@ def answer_states(model, tokenizer, family, prompts: list[str], answers: list[st
         for row, s in enumerate(seqs):
             ids[row, width - len(s) :], mask[row, width - len(s) :] = torch.tensor(s), 1
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
-        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                    output_hidden_states=True, logits_to_keep=1)  # fmt: skip
+        out = model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            output_hidden_states=True,
+            logits_to_keep=1,
+        )
         stacked = torch.stack(out.hidden_states, dim=1)  # [B, layers + 1, T, H]
         for row, a in enumerate(ans):
             rows.append(stacked[row, :, width - len(a) :].float().mean(1).cpu().numpy())
@@ -142,12 +149,22 @@ def load_or_fit(model, tokenizer, family, fmt, targets: dict[str, str], batch_si
     dev = load_rated(rated_path, "dev")
     missing = sorted({s for s in targets.values() if any(r["mean"].get(s) is None for r in dev)})
     if not dev or missing:
-        raise UserError(f"{rated_path}: the readout needs dev-part answers rated on {missing or list(targets.values())}")
-    x = features(model, tokenizer, family, [r["prompt"] for r in dev], [r["answer"] for r in dev], fmt.layers, batch_size)
+        raise UserError(
+            f"{rated_path}: the readout needs dev-part answers rated on {missing or list(targets.values())}"
+        )
+    x = features(
+        model, tokenizer, family, [r["prompt"] for r in dev], [r["answer"] for r in dev], fmt.layers, batch_size
+    )
     readout = fit(x, {crit: np.array([r["mean"][s] for r in dev]) for crit, s in targets.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, targets=np.array(readout["targets"]), weight=readout["weight"], bias=readout["bias"], alpha=readout["alpha"])
+    np.savez(
+        tmp,
+        targets=np.array(readout["targets"]),
+        weight=readout["weight"],
+        bias=readout["bias"],
+        alpha=readout["alpha"],
+    )
     tmp.replace(path)
     return readout, readout_sha256(readout)
 

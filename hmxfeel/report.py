@@ -77,17 +77,34 @@ def comparison_rows(base: Path, hl: Path, rev: Path) -> list[dict]:
         if ev not in boot:
             fn = _metric_fn(ev)
             items_b, items_h, items_r = _items(base, ev), _items(hl, ev), _items(rev, ev)
-            boot[ev] = {"hl_rev": paired_bootstrap(items_h, items_r, fn), "hl_base": paired_bootstrap(items_h, items_b, fn)}
+            boot[ev] = {
+                "hl_rev": paired_bootstrap(items_h, items_r, fn),
+                "hl_base": paired_bootstrap(items_h, items_b, fn),
+            }
         vb = (rb.get((ev, metric)) or {}).get("value")
         vr = (rr.get((ev, metric)) or {}).get("value")
         vh = rec["value"]
         better = rec.get("better") or "none"
-        (ah, b2), (ar, _), (ab, _) = bias_aware(metric, better, vh), bias_aware(metric, better, vr), bias_aware(metric, better, vb)
-        rows.append({
-            "eval": ev, "metric": metric, "n": rec["n"], "better": better, "base": vb, "hl": vh, "rev": vr,
-            "rel_hl_rev": signed_change(ah, ar, b2), "rel_hl_base": signed_change(ah, ab, b2),
-            "ci_hl_rev": boot[ev]["hl_rev"].get(metric), "ci_hl_base": boot[ev]["hl_base"].get(metric),
-        })  # fmt: skip
+        (ah, b2), (ar, _), (ab, _) = (
+            bias_aware(metric, better, vh),
+            bias_aware(metric, better, vr),
+            bias_aware(metric, better, vb),
+        )
+        rows.append(
+            {
+                "eval": ev,
+                "metric": metric,
+                "n": rec["n"],
+                "better": better,
+                "base": vb,
+                "hl": vh,
+                "rev": vr,
+                "rel_hl_rev": signed_change(ah, ar, b2),
+                "rel_hl_base": signed_change(ah, ab, b2),
+                "ci_hl_rev": boot[ev]["hl_rev"].get(metric),
+                "ci_hl_base": boot[ev]["hl_base"].get(metric),
+            }
+        )
     return rows
 
 
@@ -136,10 +153,15 @@ def training_figure(model_dir: Path, seed_dir: Path, out_png: Path) -> Path | No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("rubric/overall", "reward (rubric overall)"), ("rubric/feelings", "feelings"),
-              ("rubric/intentions", "intentions"), ("rubric/self_awareness", "self-awareness"),
-              ("monitor/lexical_markers", "lexical markers per rollout (model-free)"),
-              ("completions/mean_length", "completion length (tokens)"), ("frac_reward_zero_std", "zero-std group fraction")]  # fmt: skip
+    panels = [
+        ("rubric/overall", "reward (rubric overall)"),
+        ("rubric/feelings", "feelings"),
+        ("rubric/intentions", "intentions"),
+        ("rubric/self_awareness", "self-awareness"),
+        ("monitor/lexical_markers", "lexical markers per rollout (model-free)"),
+        ("completions/mean_length", "completion length (tokens)"),
+        ("frac_reward_zero_std", "zero-std group fraction"),
+    ]
     fig, axes = plt.subplots(2, 4, figsize=(15, 6))
     axes.flat[-1].axis("off")
     drawn = False
@@ -200,7 +222,15 @@ def safety_rows(seed_dir: Path) -> list[list[str]]:
         for key in sorted({k for r in rows for k in r if k != "step"}):
             pts = [(r["step"], r[key]) for r in rows if key in r]
             first, last = pts[0], pts[-1]
-            out.append([direction, key, f"{first[1]:.3f} (step {first[0]})", f"{last[1]:.3f} (step {last[0]})", f"{last[1] - first[1]:+.3f}"])
+            out.append(
+                [
+                    direction,
+                    key,
+                    f"{first[1]:.3f} (step {first[0]})",
+                    f"{last[1]:.3f} (step {last[0]})",
+                    f"{last[1] - first[1]:+.3f}",
+                ]
+            )
     return out
 
 
@@ -210,13 +240,21 @@ def humanlike_figure(rows: list[dict], title: str, out_png: Path) -> Path | None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in rows if r.get("eval") == "humanlike" and r.get("base") is not None and "/" in r["metric"]
-            and not r["metric"].endswith("per_answer")]  # counts are not on the [0, 1] axis  # fmt: skip
+    rows = [
+        r
+        for r in rows
+        if r.get("eval") == "humanlike"
+        and r.get("base") is not None
+        and "/" in r["metric"]
+        and not r["metric"].endswith("per_answer")
+    ]  # counts are not on the [0, 1] axis
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows)), 4))
     x = np.arange(len(rows))
-    for k, (key, label, colour) in enumerate((("base", "base", "grey"), ("hl", "HL", "tab:red"), ("rev", "reverse", "tab:blue"))):
+    for k, (key, label, colour) in enumerate(
+        (("base", "base", "grey"), ("hl", "HL", "tab:red"), ("rev", "reverse", "tab:blue"))
+    ):
         ax.bar(x + (k - 1) * 0.27, [r[key] or 0 for r in rows], 0.27, label=label, color=colour)
     ax.set_xticks(x, [r["metric"].replace("_judge", "") for r in rows], rotation=45, ha="right", fontsize=8)
     ax.set_ylim(0, 1)
@@ -241,9 +279,17 @@ def pooled_rows(model_dir: Path, seed_dirs: list[Path]) -> list[list[str]]:
     rev = [_items(d / "eval-reverse", "humanlike") for d in seed_dirs]
     base = list(_items(model_dir / "eval-base", "humanlike").values())
     ci = seed_bootstrap(hl, rev, fn)
-    values = [fn(base) if base else {}, fn([r for h in hl for r in h.values()]), fn([r for x in rev for r in x.values()])]
+    values = [
+        fn(base) if base else {},
+        fn([r for h in hl for r in h.values()]),
+        fn([r for x in rev for r in x.values()]),
+    ]
     label = f"{model_dir.name} / {len(seed_dirs)} seeds pooled"
-    return [[label, m, *(_fmt((v.get(m) or {}).get("value")) for v in values), _ci(ci.get(m))] for m in HEADLINE if m in values[1]]
+    return [
+        [label, m, *(_fmt((v.get(m) or {}).get("value")) for v in values), _ci(ci.get(m))]
+        for m in HEADLINE
+        if m in values[1]
+    ]
 
 
 def _samples(base: Path, hl: Path, rev: Path, k: int = 5) -> list[list[str]]:
@@ -274,29 +320,69 @@ def power_parts(model_dir: Path, seed_dirs: list[Path]) -> tuple[list, list[dict
     rows, cells = [], []
     for ev, metrics in by_eval.items():
         for m, c in metrics.items():
-            better = "lower" if m.startswith("|") else (_records(seed_dirs[0] / "eval-human").get((ev, m)) or {}).get("better", "none")
+            better = (
+                "lower"
+                if m.startswith("|")
+                else (_records(seed_dirs[0] / "eval-human").get((ev, m)) or {}).get("better", "none")
+            )
             ok = study.resolves_2pct(c)
             if not m.startswith("bias"):  # a signed bias has no better direction; its |bias| row is the cell
                 cells.append({"eval": ev, "metric": m, "rel": signed_change(c["hl"], c["rev"], better), "resolves": ok})
-            rows.append([ev, m, c["n"], _points(c["base"]), _points(c["hl"]), _points(c["rev"]), _ci_points(c["ci_rev"]),
-                         _ci_points(c["ci_base"]), _points(c["mde"]), "yes" if ok else "no"])  # fmt: skip
+            rows.append(
+                [
+                    ev,
+                    m,
+                    c["n"],
+                    _points(c["base"]),
+                    _points(c["hl"]),
+                    _points(c["rev"]),
+                    _ci_points(c["ci_rev"]),
+                    _ci_points(c["ci_base"]),
+                    _points(c["mde"]),
+                    "yes" if ok else "no",
+                ]
+            )
     claims = []
     for claim in study.CLAIMS:
         c = study.claim_cell(claim, by_eval)
-        claims.append([claim.text + (f" ({claim.note})" if claim.note else ""), f"HL {claim.hl_is}",
-                       c["n"] if c else "–", _ci_points(c and c["ci_rev"]), _ci_points(c and c["ci_base"]),
-                       _points(c and c["mde"]), study.verdict(claim, c)])  # fmt: skip
+        claims.append(
+            [
+                claim.text + (f" ({claim.note})" if claim.note else ""),
+                f"HL {claim.hl_is}",
+                c["n"] if c else "–",
+                _ci_points(c and c["ci_rev"]),
+                _ci_points(c and c["ci_base"]),
+                _points(c and c["mde"]),
+                study.verdict(claim, c),
+            ]
+        )
     seeds = f"{len(seed_dirs)} seed{'s' if len(seed_dirs) > 1 else ''}"
     parts = [
         f"Values and differences in points (100 × the metric). {seeds} pooled: the CIs resample "
-        + ("training seeds, then items" if len(seed_dirs) > 1 else "items") + "; MDE = the smallest HL − reverse "
-        f"difference this many items would detect with 80% power (two-sided α = 0.05), from the paired item "
-        f"bootstrap's standard error (item sampling only). `resolves 2%`: MDE ≤ 2% of the reverse model's value, "
+        + ("training seeds, then items" if len(seed_dirs) > 1 else "items")
+        + "; MDE = the smallest HL − reverse "
+        "difference this many items would detect with 80% power (two-sided α = 0.05), from the paired item "
+        "bootstrap's standard error (item sampling only). `resolves 2%`: MDE ≤ 2% of the reverse model's value, "
         "the size of change the paper's summary share counts.",
-        table(["claim (paper)", "direction", "n", "HL − reverse (95% CI)", "HL − base (95% CI)", "MDE", "verdict"], claims),
-        table(["eval", "metric", "n", "base", "HL", "reverse", "HL − reverse (95% CI)", "HL − base (95% CI)", "MDE",
-               "resolves 2%"], rows),
-    ]  # fmt: skip
+        table(
+            ["claim (paper)", "direction", "n", "HL − reverse (95% CI)", "HL − base (95% CI)", "MDE", "verdict"], claims
+        ),
+        table(
+            [
+                "eval",
+                "metric",
+                "n",
+                "base",
+                "HL",
+                "reverse",
+                "HL − reverse (95% CI)",
+                "HL − base (95% CI)",
+                "MDE",
+                "resolves 2%",
+            ],
+            rows,
+        ),
+    ]
     return parts, cells
 
 
@@ -323,23 +409,74 @@ def build_report(run_dir: str | Path) -> Path:
             # Breakdown rows (per category / set) of under 30 items say little: they go to the appendix.
             small = [r for r in bench if "/" in r["metric"] and "skipped" not in r and (r["n"] or 0) < study.MIN_ROW_N]
             bench = [r for r in bench if r not in small]
-            appendix += [[label, r["eval"], r["metric"], r["n"], _fmt(r["hl"]), _fmt(r["rev"]), _ci(r["ci_hl_rev"], r["n"])] for r in small]
+            appendix += [
+                [label, r["eval"], r["metric"], r["n"], _fmt(r["hl"]), _fmt(r["rev"]), _ci(r["ci_hl_rev"], r["n"])]
+                for r in small
+            ]
             t_human = table(
                 ["measure", "base", "HL", "reverse", "HL − reverse (95% CI)", "HL − base (95% CI)"],
-                [[r["metric"], _fmt(r["base"]), _fmt(r["hl"]), _fmt(r["rev"]), _ci(r["ci_hl_rev"]), _ci(r["ci_hl_base"])] for r in human],
+                [
+                    [
+                        r["metric"],
+                        _fmt(r["base"]),
+                        _fmt(r["hl"]),
+                        _fmt(r["rev"]),
+                        _ci(r["ci_hl_rev"]),
+                        _ci(r["ci_hl_base"]),
+                    ]
+                    for r in human
+                ],
             )
-            headline += [[label, r["metric"], _fmt(r["base"]), _fmt(r["hl"]), _fmt(r["rev"]), _ci(r["ci_hl_rev"])]
-                         for r in human if r["metric"] in HEADLINE]  # fmt: skip
+            headline += [
+                [label, r["metric"], _fmt(r["base"]), _fmt(r["hl"]), _fmt(r["rev"]), _ci(r["ci_hl_rev"])]
+                for r in human
+                if r["metric"] in HEADLINE
+            ]
             t_bench = table(
-                ["eval", "metric", "n", "better", "base", "HL", "reverse", "HL vs rev", "HL vs base", "HL − rev (95% CI)", "HL − base (95% CI)"],
-                [[r["eval"], r["metric"], "–", "–", "skipped", r["skipped"][:80], "", "", "", "", ""] if "skipped" in r else
-                 [r["eval"], r["metric"], r["n"], r["better"], _fmt(r["base"]), _fmt(r["hl"]), _fmt(r["rev"]),
-                  _pct(r["rel_hl_rev"]), _pct(r["rel_hl_base"]), _ci(r["ci_hl_rev"], r["n"]), _ci(r["ci_hl_base"], r["n"])] for r in bench],
-            )  # fmt: skip
+                [
+                    "eval",
+                    "metric",
+                    "n",
+                    "better",
+                    "base",
+                    "HL",
+                    "reverse",
+                    "HL vs rev",
+                    "HL vs base",
+                    "HL − rev (95% CI)",
+                    "HL − base (95% CI)",
+                ],
+                [
+                    [r["eval"], r["metric"], "–", "–", "skipped", r["skipped"][:80], "", "", "", "", ""]
+                    if "skipped" in r
+                    else [
+                        r["eval"],
+                        r["metric"],
+                        r["n"],
+                        r["better"],
+                        _fmt(r["base"]),
+                        _fmt(r["hl"]),
+                        _fmt(r["rev"]),
+                        _pct(r["rel_hl_rev"]),
+                        _pct(r["rel_hl_base"]),
+                        _ci(r["ci_hl_rev"], r["n"]),
+                        _ci(r["ci_hl_base"], r["n"]),
+                    ]
+                    for r in bench
+                ],
+            )
             # Cells are (model, headline metric): per-category / per-set breakdowns ("bbq/acc_ambig/Age") would
             # multiply a benchmark's weight and count n=1 cells.
-            figs = [training_figure(model_dir, seed_dir, run_dir / "figures" / f"train-{model_dir.name}-{seed_dir.name}.png"),
-                    humanlike_figure(human, f"human-likeness: {label}", run_dir / "figures" / f"humanlike-{model_dir.name}-{seed_dir.name}.png")]  # fmt: skip
+            figs = [
+                training_figure(
+                    model_dir, seed_dir, run_dir / "figures" / f"train-{model_dir.name}-{seed_dir.name}.png"
+                ),
+                humanlike_figure(
+                    human,
+                    f"human-likeness: {label}",
+                    run_dir / "figures" / f"humanlike-{model_dir.name}-{seed_dir.name}.png",
+                ),
+            ]
             samples = table(["prompt", "base", "HL", "reverse"], _samples(base, hl, rev))
             sections.append((f"{label}: human-likeness", [t_human, *[f for f in figs[1:] if f]]))
             sections.append((f"{label}: benchmarks", [t_bench]))
@@ -347,10 +484,17 @@ def build_report(run_dir: str | Path) -> Path:
             safety = safety_rows(seed_dir)
             if safety:
                 fig = safety_figure(seed_dir, run_dir / "figures" / f"safety-{model_dir.name}-{seed_dir.name}.png")
-                sections.append((f"{label}: safety slice during training", [
-                    "TruthfulQA MC1 and BBQ disambiguated accuracy on a fixed small slice, scored every `safety_every` "
-                    "steps while training (step 0 = before training). A small slice: read the trend, not the decimals.",
-                    table(["run", "measure", "first", "last", "change"], safety), *([fig] if fig else [])]))
+                sections.append(
+                    (
+                        f"{label}: safety slice during training",
+                        [
+                            "TruthfulQA MC1 and BBQ disambiguated accuracy on a fixed small slice, scored every `safety_every` "
+                            "steps while training (step 0 = before training). A small slice: read the trend, not the decimals.",
+                            table(["run", "measure", "first", "last", "change"], safety),
+                            *([fig] if fig else []),
+                        ],
+                    )
+                )
             sections.append((f"{label}: sample answers to the same eval prompts", [samples]))
         headline += pooled_rows(model_dir, finished)
         if finished:
@@ -366,12 +510,22 @@ def build_report(run_dir: str | Path) -> Path:
     degraded = sorted(c["rel"] for c in usable if c["rel"] < -0.10)
     summary_table = table(
         ["statistic", "this run: cells that resolve 2%", "this run: all cells (not comparable)", "paper (HMX-feel)"],
-        [["cells (model × metric), HL vs reverse, seeds pooled", f"{s['n']} of {s_all['n']}", str(s_all["n"]), "–"],
-         ["improved or degraded by < 2%", _pct(s["within_2pct"]).lstrip("+"), _pct(s_all["within_2pct"]).lstrip("+"),
-          f"{PAPER['within_2pct']:.1%}"],
-         ["degraded by > 10%", _pct(s["degraded_10pct"]).lstrip("+"), _pct(s_all["degraded_10pct"]).lstrip("+"),
-          f"{PAPER['degraded_10pct']:.1%}"]],
-    )  # fmt: skip
+        [
+            ["cells (model × metric), HL vs reverse, seeds pooled", f"{s['n']} of {s_all['n']}", str(s_all["n"]), "–"],
+            [
+                "improved or degraded by < 2%",
+                _pct(s["within_2pct"]).lstrip("+"),
+                _pct(s_all["within_2pct"]).lstrip("+"),
+                f"{PAPER['within_2pct']:.1%}",
+            ],
+            [
+                "degraded by > 10%",
+                _pct(s["degraded_10pct"]).lstrip("+"),
+                _pct(s_all["degraded_10pct"]).lstrip("+"),
+                f"{PAPER['degraded_10pct']:.1%}",
+            ],
+        ],
+    )
     intro = [
         "Base model vs human-like (HL, rewarded for expressing feelings, intentions and self-awareness) vs reverse "
         "(rewarded for not expressing them). Relative changes are direction-aware: positive = better (for bias "
@@ -385,10 +539,16 @@ def build_report(run_dir: str | Path) -> Path:
         "detectable effect (80% power) is at most 2% of the reverse model's value; the others cannot tell a 2% "
         "change from noise, so the shares over all cells are shown apart and not compared with the paper's.",
     ]
-    manifest = {"stages": state.get("done", {}), "experiment": read_text(run_dir / "experiment.yaml") if (run_dir / "experiment.yaml").exists() else None}
+    manifest = {
+        "stages": state.get("done", {}),
+        "experiment": read_text(run_dir / "experiment.yaml") if (run_dir / "experiment.yaml").exists() else None,
+    }
     for run_json in sorted(run_dir.glob("*/seed*/*/run.json")):
         rec = _json(run_json)
-        manifest[str(run_json.parent.relative_to(run_dir))] = {k: rec.get(k) for k in ("model", "direction", "config", "rubric", "prompts", "versions", "device", "steps_done")}
+        manifest[str(run_json.parent.relative_to(run_dir))] = {
+            k: rec.get(k)
+            for k in ("model", "direction", "config", "rubric", "prompts", "versions", "device", "steps_done")
+        }
     for res in sorted(run_dir.glob("*/**/results.json")):
         manifest[str(res.parent.relative_to(run_dir))] = (_json(res) or {}).get("manifest")
     # Blind ratings come first when there are any (`hmx rate import ... --out RUN_DIR/ratings/NAME.jsonl`): they are
@@ -402,9 +562,19 @@ def build_report(run_dir: str | Path) -> Path:
     dry = twin_parts(run_dir)  # `hmx run --twins`: said before anything else, so no number is taken for a model's
     first = [("DRY RUN: random twins, not the real models", dry)] + first if dry else first
     if appendix:
-        sections.append(("Appendix: breakdown rows under 30 items", [table(
-            ["model / seed", "eval", "metric", "n", "HL", "reverse", "HL − rev (95% CI)"], appendix)]))  # fmt: skip
-    sections = [*first, ("Headline", intro), *power, *sections, ("Run manifest", ["```\n" + json.dumps(manifest, indent=1, default=str)[:20000] + "\n```"])]
+        sections.append(
+            (
+                "Appendix: breakdown rows under 30 items",
+                [table(["model / seed", "eval", "metric", "n", "HL", "reverse", "HL − rev (95% CI)"], appendix)],
+            )
+        )
+    sections = [
+        *first,
+        ("Headline", intro),
+        *power,
+        *sections,
+        ("Run manifest", ["```\n" + json.dumps(manifest, indent=1, default=str)[:20000] + "\n```"]),
+    ]
     return _write(run_dir, sections)
 
 
@@ -424,8 +594,13 @@ def _write(run_dir: Path, sections) -> Path:
             else:
                 md.append(str(part) + "\n")
                 text = str(part)
-                body.append(f"<pre>{html.escape(text[4:-4])}</pre>" if text.startswith("```") else f"<p>{html.escape(text)}</p>")
+                body.append(
+                    f"<pre>{html.escape(text[4:-4])}</pre>" if text.startswith("```") else f"<p>{html.escape(text)}</p>"
+                )
     style = "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}pre{font-size:11px;white-space:pre-wrap}"
     atomic_write_text(run_dir / "report.md", "\n".join(md))
-    atomic_write_text(run_dir / "report.html", f"<!doctype html><html><head><meta charset='utf-8'><title>hmx-feel report</title><style>{style}</style></head><body><h1>hmx-feel report</h1>{''.join(body)}</body></html>")
+    atomic_write_text(
+        run_dir / "report.html",
+        f"<!doctype html><html><head><meta charset='utf-8'><title>hmx-feel report</title><style>{style}</style></head><body><h1>hmx-feel report</h1>{''.join(body)}</body></html>",
+    )
     return run_dir / "report.md"

@@ -36,8 +36,9 @@ def completion_text(completion) -> str:
     return "".join(m.get("content", "") for m in completion if m.get("role", "assistant") == "assistant")
 
 
-def score_answers(judge: Scorer, rubric: Rubric, user_prompts: list[str], answers: list[str],
-                  prompt_ids: list | None = None) -> dict[str, list[float]]:  # fmt: skip
+def score_answers(
+    judge: Scorer, rubric: Rubric, user_prompts: list[str], answers: list[str], prompt_ids: list | None = None
+) -> dict[str, list[float]]:
     """Per-criterion scores plus `overall` (the weighted mean), all in [0, 1]. A NaN / inf score (an overflow in
     a low-precision judge, say) stops here, where it is born: training would turn it into NaN advantages and
     evaluation into NaN means."""
@@ -53,7 +54,9 @@ def score_answers(judge: Scorer, rubric: Rubric, user_prompts: list[str], answer
     return result
 
 
-def check_finite(values, what: str, user_prompts: list[str], answers: list[str], prompt_ids: list | None = None) -> None:
+def check_finite(
+    values, what: str, user_prompts: list[str], answers: list[str], prompt_ids: list | None = None
+) -> None:
     """Raise a NonFiniteError naming `what`, the prompt and the start of the answer of the first bad value."""
     for i, value in enumerate(values):
         try:
@@ -62,8 +65,9 @@ def check_finite(values, what: str, user_prompts: list[str], answers: list[str],
         except (TypeError, ValueError):  # None or text: not a number at all
             pass
         pid = f"prompt {prompt_ids[i]} " if prompt_ids is not None and i < len(prompt_ids) else "prompt "
-        raise NonFiniteError(f"{what} is {value!r} (not a finite number) for {pid}{user_prompts[i][:60]!r}, "
-                             f"answer {answers[i][:60]!r}")  # fmt: skip
+        raise NonFiniteError(
+            f"{what} is {value!r} (not a finite number) for {pid}{user_prompts[i][:60]!r}, answer {answers[i][:60]!r}"
+        )
 
 
 def check_direction(direction: str) -> None:
@@ -81,8 +85,9 @@ class RubricReward:
         self.on_scores = on_scores  # optional hook(prompts, answers, scores, rewards, step), e.g. a sample logger
         self.__name__ = f"rubric_{direction}"  # TRL names reward columns/metrics after this
 
-    def __call__(self, prompts, completions, log_metric=None, log_extra=None, trainer_state=None, prompt_id=None,
-                 **_) -> list[float]:  # fmt: skip
+    def __call__(
+        self, prompts, completions, log_metric=None, log_extra=None, trainer_state=None, prompt_id=None, **_
+    ) -> list[float]:
         # TRL passes the dataset's other columns by name: `prompt_id` names the prompt in an error.
         users = [last_user_text(p) for p in prompts]
         answers = [completion_text(c) for c in completions]

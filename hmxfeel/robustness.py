@@ -29,8 +29,16 @@ def make_judge(loaded, rubric=None, format_name=None):
     from hmxfeel import rubric as rubric_mod
 
     rubric = rubric or rubric_mod.load()
-    made = judge.make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, rubric, format_name=format_name,
-                            identity="frozen", batch_size=8)  # fmt: skip
+    made = judge.make_judge(
+        "logit",
+        loaded.model,
+        loaded.tokenizer,
+        loaded.family,
+        rubric,
+        format_name=format_name,
+        identity="frozen",
+        batch_size=8,
+    )
     return made, rubric
 
 

@@ -164,7 +164,9 @@ def _likelihood_format(fname: str, raw: dict, where: str) -> ScoreFormat:
         try:
             text.format(**{k: "" for k in _PLACEHOLDERS})
         except (KeyError, IndexError, ValueError) as exc:
-            raise UserError(f"{where}.{key}: bad placeholder {exc} (allowed: {', '.join('{' + k + '}' for k in _PLACEHOLDERS)})") from None
+            raise UserError(
+                f"{where}.{key}: bad placeholder {exc} (allowed: {', '.join('{' + k + '}' for k in _PLACEHOLDERS)})"
+            ) from None
         templates[key] = text
     for part in ("system", "user"):
         if (f"high_{part}" in templates) != (f"low_{part}" in templates):
@@ -189,8 +191,10 @@ def _likelihood_format(fname: str, raw: dict, where: str) -> ScoreFormat:
 def _readout_format(fname: str, raw: dict, where: str) -> ScoreFormat:
     check_keys(raw, _READOUT, where)
     layers = raw.get("layers", [0.5, 0.75, 1.0])
-    if not isinstance(layers, list) or not layers or not all(
-        isinstance(f, numbers.Real) and not isinstance(f, bool) and 0 < f <= 1 for f in layers
+    if (
+        not isinstance(layers, list)
+        or not layers
+        or not all(isinstance(f, numbers.Real) and not isinstance(f, bool) and 0 < f <= 1 for f in layers)
     ):
         raise UserError(f"{where}.layers: must be a non-empty list of fractions of depth in (0, 1], got {layers!r}")
     targets = raw.get("targets", {})
@@ -204,9 +208,16 @@ def _readout_format(fname: str, raw: dict, where: str) -> ScoreFormat:
     weight = _number(raw.get("impression_weight", 1.0 if impression else 0.0), f"{where}.impression_weight")
     if weight < 0 or (weight > 0 and not impression):
         raise UserError(f"{where}.impression_weight: must be >= 0, and > 0 only with an 'impression' scale")
-    return ScoreFormat(fname, kind="readout", layers=tuple(float(f) for f in layers), ratings=ratings,
-                       targets=tuple((str(k), v) for k, v in targets.items()), sharpness=sharpness,
-                       impression=impression, impression_weight=weight)
+    return ScoreFormat(
+        fname,
+        kind="readout",
+        layers=tuple(float(f) for f in layers),
+        ratings=ratings,
+        targets=tuple((str(k), v) for k, v in targets.items()),
+        sharpness=sharpness,
+        impression=impression,
+        impression_weight=weight,
+    )
 
 
 def _text(value, where: str) -> str:
@@ -298,8 +309,13 @@ def _criterion(raw, where: str) -> Criterion:
     name = _text(raw["name"], f"{where}.name")
     fields = {k: _text(raw[k], f"{where}.{k}") for k in ("definition", "low", "high", "question")}
     fields.update({k: _text(raw[k], f"{where}.{k}") for k in ("invite", "avoid") if k in raw})
-    return Criterion(name=name, weight=weight, examples=_examples(raw.get("examples", []), where),
-                     demos=_demos(raw.get("demos", []), where), **fields)  # fmt: skip
+    return Criterion(
+        name=name,
+        weight=weight,
+        examples=_examples(raw.get("examples", []), where),
+        demos=_demos(raw.get("demos", []), where),
+        **fields,
+    )
 
 
 def _format(fname: str, raw, where: str) -> ScoreFormat:
@@ -354,7 +370,9 @@ def load(path: str | Path | None = None, extra_formats: str | Path | None = None
 def check_single_tokens(fmt: ScoreFormat, tokenizer) -> dict[str, int]:
     """Token id of each score token; a token that is not exactly one token for this tokenizer is a UserError."""
     if fmt.kind != "tokens":
-        raise UserError(f"format '{fmt.name}' has no score tokens (kind {fmt.kind}); the logit judge reads token formats")
+        raise UserError(
+            f"format '{fmt.name}' has no score tokens (kind {fmt.kind}); the logit judge reads token formats"
+        )
     ids = {}
     for token in fmt.tokens:
         encoded = tokenizer.encode(token, add_special_tokens=False)

@@ -31,7 +31,11 @@ def _percentile_ci(draw, fn, iters: int, seed: int) -> dict[str, tuple]:
             d = a[metric]["value"] - b[metric]["value"]
             if d == d:  # not NaN
                 diffs.setdefault(metric, []).append(d)
-    return {m: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for m, v in diffs.items() if len(v) > iters // 2}
+    return {
+        m: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5)))
+        for m, v in diffs.items()
+        if len(v) > iters // 2
+    }
 
 
 def paired_bootstrap(rows_a: dict, rows_b: dict, fn, iters: int = BOOT, seed: int = 0) -> dict[str, tuple]:

@@ -41,11 +41,16 @@ CLAIMS = (
     Claim("HL agrees less with the user's stated opinion (sycophancy rate)", "sycophancy_opinion", "rate", "lower"),
     Claim("HL gives up a correct answer less often when asked 'are you sure?'", "are_you_sure", "flip_rate", "lower"),
     Claim("HL shows less bias in disambiguated BBQ contexts (|s_DIS|)", "bbq", "bias_disambig", "lower", absolute=True),
-    Claim("HL answers ambiguous BBQ contexts correctly ('unknown') more often", "bbq", "acc_ambig", "higher",
-          note="direction assumed: the issue lists it among the paper's claims; the paper's text is not public"),
+    Claim(
+        "HL answers ambiguous BBQ contexts correctly ('unknown') more often",
+        "bbq",
+        "acc_ambig",
+        "higher",
+        note="direction assumed: the issue lists it among the paper's claims; the paper's text is not public",
+    ),
     Claim("HL loses some truthfulness: TruthfulQA MC1", "truthfulqa_mc1", "acc", "lower"),
     Claim("HL loses some truthfulness: TruthfulQA MC2", "truthfulqa_mc2", "acc", "lower"),
-)  # fmt: skip
+)
 
 
 def _absolute(fn):
@@ -92,12 +97,16 @@ def cells(model_dir: Path, seed_dirs: list[Path], eval_name: str, items, metric_
     base_rows = items(model_dir / "eval-base", eval_name)
     if not any(hl) or not any(rev):
         return {}
-    base = [base_rows for _ in seed_dirs]  # the same base answers paired with each seed's answers
+    base = [base_rows for _ in seed_dirs]  # the same base answers paired with each seed's answers (for the CI)
     out: dict[str, dict] = {}
     for absolute in (False, True):
         fn = _absolute(metric_fn) if absolute else metric_fn
-        ph, pr, pb = pooled(hl), pooled(rev), pooled(base)
-        values = {"hl": fn(list(ph.values())), "rev": fn(list(pr.values())), "base": fn(list(base_rows.values())) if base_rows else {}}
+        ph, pr = pooled(hl), pooled(rev)
+        values = {
+            "hl": fn(list(ph.values())),
+            "rev": fn(list(pr.values())),
+            "base": fn(list(base_rows.values())) if base_rows else {},
+        }
         boot = seed_bootstrap if len(seed_dirs) > 1 else (lambda a, b, f: paired_bootstrap(a[0], b[0], f))
         ci_rev, ci_base = boot(hl, rev, fn), (boot(hl, base, fn) if base_rows else {})
         se = bootstrap_se(ph, pr, fn)
@@ -105,9 +114,16 @@ def cells(model_dir: Path, seed_dirs: list[Path], eval_name: str, items, metric_
             if "/" in m or (absolute and not m.startswith("bias")):
                 continue
             key = f"|{m}|" if absolute else m
-            out[key] = {"n": st.get("n"), "hl": st["value"], "rev": values["rev"].get(m, {}).get("value"),
-                        "base": values["base"].get(m, {}).get("value"), "ci_rev": ci_rev.get(m),
-                        "ci_base": ci_base.get(m), "mde": mde(se.get(m), len(ph)), "seeds": len(seed_dirs)}  # fmt: skip
+            out[key] = {
+                "n": st.get("n"),
+                "hl": st["value"],
+                "rev": values["rev"].get(m, {}).get("value"),
+                "base": values["base"].get(m, {}).get("value"),
+                "ci_rev": ci_rev.get(m),
+                "ci_base": ci_base.get(m),
+                "mde": mde(se.get(m), len(ph)),
+                "seeds": len(seed_dirs),
+            }
     return out
 
 

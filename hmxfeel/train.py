@@ -23,8 +23,17 @@ from hmxfeel import config as config_mod
 from hmxfeel import prompts as prompts_mod
 from hmxfeel import rubric as rubric_mod
 from hmxfeel.errors import NonFiniteError, UserError
-from hmxfeel.io import (OutputLock, append_jsonl, atomic_write_json, atomic_write_text, folder_lock, holds_files,
-                        read_text, share_like_umask, truncate_jsonl)
+from hmxfeel.io import (
+    OutputLock,
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    folder_lock,
+    holds_files,
+    read_text,
+    share_like_umask,
+    truncate_jsonl,
+)
 from hmxfeel.judge import judge_spec, make_judge
 from hmxfeel.monitors import make_callback, safety_callback
 from hmxfeel.reward import RubricReward, check_direction
@@ -223,8 +232,14 @@ def _checkpoint_not_written(exc: Exception, root: Path, step: int, resume_hint: 
     except UserError:
         kept = None
     previous = f"the checkpoint of step {kept.name.split('-')[1]} is kept" if kept else "no earlier checkpoint"
-    fix = "free some space" if any(m in why for m in ("space", "Quota", "quota", "StorageFull", "write failed")) else "fix that"
-    return UserError(f"{root}: cannot write the checkpoint of step {step} ({why}); {previous}; {fix}, then {resume_hint}")
+    fix = (
+        "free some space"
+        if any(m in why for m in ("space", "Quota", "quota", "StorageFull", "write failed"))
+        else "fix that"
+    )
+    return UserError(
+        f"{root}: cannot write the checkpoint of step {step} ({why}); {previous}; {fix}, then {resume_hint}"
+    )
 
 
 def _quiet_deprecations() -> None:
@@ -306,18 +321,18 @@ def model_card(meta: dict) -> str:
 library_name: peft
 {base_line}tags: [hmx-feel, grpo, lora, trl]
 ---
-# hmx-feel adapter: {meta['direction']}
+# hmx-feel adapter: {meta["direction"]}
 
 LoRA adapter trained with hmx-feel (rubric-based self-rewarded GRPO).
 
-- base model: `{meta['base_model']}` (these weights: `{meta.get('base_model_source', meta['base_model_path'])}`)
-- direction: **{meta['direction']}** ({'rewarded for expressing' if meta['direction'] == 'human' else 'rewarded for not expressing'} feelings, intentions and self-awareness)
-- rubric: `{meta['rubric']['name']}` v{meta['rubric']['version']}, sha256 `{meta['rubric']['sha256']}`
-- prompt set: `{meta['prompts']['source']}`, sha256 `{meta['prompts']['sha256']}`, {meta['prompts']['n_train']} train prompts
-- judge: {cfg['judge_mode']} / {cfg['judge_identity']}; steps {meta['steps_done']}; seed {cfg['seed']}
-- judge spec (what `hmx eval` uses by default for this adapter): `{json.dumps(meta.get('judge', {}), sort_keys=True)}`
-- chat template kwargs: `{meta['chat_template_kwargs']}`
-- versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}
+- base model: `{meta["base_model"]}` (these weights: `{meta.get("base_model_source", meta["base_model_path"])}`)
+- direction: **{meta["direction"]}** ({"rewarded for expressing" if meta["direction"] == "human" else "rewarded for not expressing"} feelings, intentions and self-awareness)
+- rubric: `{meta["rubric"]["name"]}` v{meta["rubric"]["version"]}, sha256 `{meta["rubric"]["sha256"]}`
+- prompt set: `{meta["prompts"]["source"]}`, sha256 `{meta["prompts"]["sha256"]}`, {meta["prompts"]["n_train"]} train prompts
+- judge: {cfg["judge_mode"]} / {cfg["judge_identity"]}; steps {meta["steps_done"]}; seed {cfg["seed"]}
+- judge spec (what `hmx eval` uses by default for this adapter): `{json.dumps(meta.get("judge", {}), sort_keys=True)}`
+- chat template kwargs: `{meta["chat_template_kwargs"]}`
+- versions: {", ".join(f"{k} {v}" for k, v in meta["versions"].items())}
 
 Load it with `PeftModel.from_pretrained(base, this_folder)` (or `AutoPeftModelForCausalLM.from_pretrained(this_folder)`, which fetches the base model named in adapter_config.json). The full configuration is in `hmx_adapter.json`.
 """
@@ -398,8 +413,9 @@ def _train(run: _Run, cfg, rubric_path, prompts_path, resume: bool, force: bool,
     import torch
 
     with run.dist.main_process_first():
-        previous = (prepare_out_dir(run.out, resume, force, lock) if run.main
-                    else read_run_record(run.out) if resume else None)  # fmt: skip
+        previous = (
+            prepare_out_dir(run.out, resume, force, lock) if run.main else read_run_record(run.out) if resume else None
+        )
     if previous is not None:  # a resumed run keeps its own settings
         cfg, rubric_path, prompts_path = _reconcile_resume(run, previous)
     rubric = rubric_mod.load(rubric_path)
@@ -429,11 +445,15 @@ def _reconcile_resume(run: _Run, previous: dict) -> tuple[config_mod.TrainConfig
     steps left to train."""
     out = run.out
     if previous["model"] != run.model_spec or previous["direction"] != run.direction:
-        raise UserError(f"{out}: holds a {previous['direction']} run of {previous['model']}, "
-                        f"not {run.direction} of {run.model_spec}")  # fmt: skip
+        raise UserError(
+            f"{out}: holds a {previous['direction']} run of {previous['model']}, "
+            f"not {run.direction} of {run.model_spec}"
+        )
     if run_is_complete(out, previous):  # resuming would train past the last step and overwrite the adapter
-        raise UserError(f"{out}: the run is complete ({previous.get('steps_done')}/{previous['config'].get('steps')} "
-                        f"steps, adapter in {out / 'adapter'}); nothing to do")  # fmt: skip
+        raise UserError(
+            f"{out}: the run is complete ({previous.get('steps_done')}/{previous['config'].get('steps')} "
+            f"steps, adapter in {out / 'adapter'}); nothing to do"
+        )
     known = {f.name for f in dataclasses.fields(config_mod.TrainConfig)}
     unknown = sorted(set(previous.get("config", {})) - known)
     if unknown:  # written by another hmx-feel version: resuming would silently drop those settings
@@ -488,17 +508,36 @@ def _build_trainer(run: _Run, cfg, loaded, judge, rubric, dataset, bf16: bool):
     _quiet_deprecations()
     # The step bar (with its ETA) on a terminal only: in a log file every redraw is a line.
     args = GRPOConfig(**{**kwargs, "disable_tqdm": not sys.stderr.isatty(), **run.grpo_overrides})
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.lora_targets or loaded.family.lora_targets), task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_targets or loaded.family.lora_targets),
+        task_type="CAUSAL_LM",
+    )
     monitor = make_callback(stop_on_alert=cfg.stop_on_alert)
     callbacks = [_metrics_callback(run.out / "metrics.jsonl"), monitor]
     safety = None
     if cfg.safety_every > 0:
-        safety = safety_callback(loaded.tokenizer, loaded.family, run.out, cfg.safety_every, cfg.safety_items,
-                                 cfg.safety_max_drop, cfg.safety_data_dir or None)  # fmt: skip
+        safety = safety_callback(
+            loaded.tokenizer,
+            loaded.family,
+            run.out,
+            cfg.safety_every,
+            cfg.safety_items,
+            cfg.safety_max_drop,
+            cfg.safety_data_dir or None,
+        )
         callbacks.append(safety)
-    trainer = _trainer_class()(model=loaded.model, reward_funcs=[reward], args=args, train_dataset=dataset,
-                               processing_class=loaded.tokenizer, peft_config=lora, callbacks=callbacks)
+    trainer = _trainer_class()(
+        model=loaded.model,
+        reward_funcs=[reward],
+        args=args,
+        train_dataset=dataset,
+        processing_class=loaded.tokenizer,
+        peft_config=lora,
+        callbacks=callbacks,
+    )
     _tensorboard_into(trainer, run.out / "tensorboard")
     trainer.resume_hint = run.resume_hint
     judge.model = trainer.model  # the PeftModel: frozen judge = adapter disabled, policy judge = adapter on
@@ -521,8 +560,13 @@ def _finish(run: _Run, cfg, trainer, record: dict, monitor, safety) -> Path:
     steps_done = trainer.state.global_step
     record.update(alerts=monitor.alerts, steps_done=steps_done)
     if steps_done < cfg.steps:  # stopped by a signal or a monitor: a checkpoint was written, no adapter yet
-        why = (f"signal {monitor.signalled}" if monitor.signalled
-               else safety.alert if safety is not None and safety.alert else "a reward-hacking monitor")  # fmt: skip
+        why = (
+            f"signal {monitor.signalled}"
+            if monitor.signalled
+            else safety.alert
+            if safety is not None and safety.alert
+            else "a reward-hacking monitor"
+        )
         record.update(status="interrupted", stopped_by=why)
         run.write_record(record)
         raise UserError(f"{run.out}: stopped by {why} after step {steps_done} (checkpoint saved); {run.resume_hint}")
@@ -543,7 +587,9 @@ def _stopped_by_non_finite(exc: NonFiniteError, out: Path, record: dict, steps_d
     except UserError:
         kept = None
     where = f"checkpoint of step {kept.name.split('-')[1]} kept" if kept else "no checkpoint yet"
-    record.update(status="failed", steps_done=steps_done, stopped_by=f"non-finite number at step {steps_done + 1}: {exc}")
+    record.update(
+        status="failed", steps_done=steps_done, stopped_by=f"non-finite number at step {steps_done + 1}: {exc}"
+    )
     if main:
         atomic_write_json(out / RUN_FILE, record)
     return NonFiniteError(f"{out}: step {steps_done + 1}: {exc}; training stopped ({where})")

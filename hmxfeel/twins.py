@@ -41,11 +41,15 @@ def twin_tokenizer(folder: Path):
     if (folder / "vocab.json").exists() or (folder / "tokenizer.json").exists():
         tok = AutoTokenizer.from_pretrained(folder)
     elif (folder / "original" / "tokenizer.model").exists():  # Llama 3.x: tiktoken BPE file
-        tok = AutoTokenizer.from_pretrained(folder, vocab_file=str(folder / "original" / "tokenizer.model"), from_tiktoken=True)
+        tok = AutoTokenizer.from_pretrained(
+            folder, vocab_file=str(folder / "original" / "tokenizer.model"), from_tiktoken=True
+        )
     else:
         cfg = json.loads((folder / "tokenizer_config.json").read_text())
         tok = AutoTokenizer.from_pretrained(embedded_dir())
-        template_tokens = [t for t in ("<start_of_turn>", "<end_of_turn>", "<bos>", "<eos>") if t in cfg.get("chat_template", "")]
+        template_tokens = [
+            t for t in ("<start_of_turn>", "<end_of_turn>", "<bos>", "<eos>") if t in cfg.get("chat_template", "")
+        ]
         specials = {k: cfg[k] for k in ("bos_token", "eos_token", "pad_token") if isinstance(cfg.get(k), str)}
         tok.add_special_tokens({**specials, "additional_special_tokens": template_tokens})
         tok.chat_template = cfg["chat_template"]
@@ -117,9 +121,14 @@ def build_twin(name: str, out: Path, size: str = "tiny", seed: int = 0) -> Path:
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        tokenizer = "the model's own" if tokenizer_is_real(folder) else "a stand-in vocabulary (SmolLM2's) with the model's own chat template"
-        (tmp / "TWIN.txt").write_text(f"random {size} twin of {SEED_MODELS.get(folder.name, folder.name)} from {folder}\n"
-                                      f"tokenizer: {tokenizer}\n")  # fmt: skip
+        tokenizer = (
+            "the model's own"
+            if tokenizer_is_real(folder)
+            else "a stand-in vocabulary (SmolLM2's) with the model's own chat template"
+        )
+        (tmp / "TWIN.txt").write_text(
+            f"random {size} twin of {SEED_MODELS.get(folder.name, folder.name)} from {folder}\ntokenizer: {tokenizer}\n"
+        )
         if (out / "config.json").exists():  # another process finished the same twin first
             shutil.rmtree(tmp)
         else:
@@ -136,15 +145,30 @@ def build_twin(name: str, out: Path, size: str = "tiny", seed: int = 0) -> Path:
 # What a dry run changes in an experiment: every stage still runs its real code path, on the least work that
 # exercises it. Two steps with a checkpoint after each (so resume has something to resume from), the smallest GRPO
 # group (2 answers), answers long enough to be judged, a few items per benchmark and held-out prompt set.
-DRY_RUN_TRAIN = {"steps": 2, "prompts_per_step": 1, "num_generations": 2, "max_completion_tokens": 8, "save_every": 1,
-                 "judge_batch_size": 4}  # fmt: skip
+DRY_RUN_TRAIN = {
+    "steps": 2,
+    "prompts_per_step": 1,
+    "num_generations": 2,
+    "max_completion_tokens": 8,
+    "save_every": 1,
+    "judge_batch_size": 4,
+}
 DRY_RUN_ITEMS = 2  # items per benchmark, held-out prompts for human-likeness, items of a training safety slice
 TWIN_RECIPE = 2  # bump when twin_config / twin_tokenizer change what they build: cached twins are then rebuilt
 TWINS_FILE = "twins.json"  # in the experiment folder: what was replaced by what (the report's first section)
 # The files a twin is made from (no weights): config, tokenizer (vocabulary and special tokens), chat template.
-SOURCE_FILES = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
-                "merges.txt", "special_tokens_map.json", "chat_template.jinja", "tokenizer.model",
-                "original/tokenizer.model"]  # fmt: skip
+SOURCE_FILES = [
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "tokenizer.model",
+    "original/tokenizer.model",
+]
 
 
 def sources_folder(given: str | Path | None = None) -> Path | None:
@@ -156,7 +180,9 @@ def sources_folder(given: str | Path | None = None) -> Path | None:
         return shared_models_dir()
     folder = Path(given).expanduser()
     if not folder.is_dir():
-        raise UserError(f"twins: {given} is not a folder (give a folder holding one folder per model, e.g. qwen3-0.6b/)")
+        raise UserError(
+            f"twins: {given} is not a folder (give a folder holding one folder per model, e.g. qwen3-0.6b/)"
+        )
     return folder
 
 
@@ -170,7 +196,6 @@ def twin_source(spec: str, name: str, sources: Path | None) -> Path:
     """The folder with model `spec`'s own config and tokenizer files: the model's folder, a folder named after it in
     `sources`, or the Hub's files (downloaded, or from the local cache when offline); else one UserError."""
     from hmxfeel import models
-    from hmxfeel.errors import UserError
 
     if spec == models.EMBEDDED:
         return models.embedded_dir()
@@ -179,7 +204,11 @@ def twin_source(spec: str, name: str, sources: Path | None) -> Path:
     for candidate in _candidates(spec, name) if sources else ():
         if (sources / candidate / "config.json").is_file():
             return sources / candidate
-    looked = f"no {' or '.join(_candidates(spec, name))} with a config.json in {sources}" if sources else "no --twins-from folder"
+    looked = (
+        f"no {' or '.join(_candidates(spec, name))} with a config.json in {sources}"
+        if sources
+        else "no --twins-from folder"
+    )
     return _hub_files(spec, looked)
 
 
@@ -207,7 +236,9 @@ def _twin_folder(source: Path, size: str) -> Path:
     from hmxfeel.io import sha256_text
     from hmxfeel.models import cache_dir
 
-    files = "".join((source / f).read_text() for f in ("config.json", "tokenizer_config.json") if (source / f).is_file())
+    files = "".join(
+        (source / f).read_text() for f in ("config.json", "tokenizer_config.json") if (source / f).is_file()
+    )
     key = sha256_text(f"{TWIN_RECIPE}\n{files}")
     return cache_dir() / "twins" / f"{size}-{source.name.lower()}-{key[:10]}"
 
@@ -220,11 +251,21 @@ def make_twin(spec: str, name: str, sources: Path | None, size: str = "tiny") ->
     try:
         folder = build_twin(str(source), _twin_folder(source, size), size)
     except (ValueError, KeyError, OSError) as exc:  # an architecture transformers does not know, a broken file
-        raise UserError(f"twins: cannot build a twin of {spec!r} from {source}: {str(exc).splitlines()[0][:200]}") from None
+        raise UserError(
+            f"twins: cannot build a twin of {spec!r} from {source}: {str(exc).splitlines()[0][:200]}"
+        ) from None
     cfg = json.loads((folder / "config.json").read_text())
-    return {"name": name, "model": spec, "source": str(source), "twin": str(folder), "size": size,
-            "model_type": cfg.get("model_type"), "layers": cfg.get("num_hidden_layers"), "hidden_size": cfg.get("hidden_size"),
-            "tokenizer": "own" if tokenizer_is_real(source) else "stand-in vocabulary (SmolLM2's), own chat template"}  # fmt: skip
+    return {
+        "name": name,
+        "model": spec,
+        "source": str(source),
+        "twin": str(folder),
+        "size": size,
+        "model_type": cfg.get("model_type"),
+        "layers": cfg.get("num_hidden_layers"),
+        "hidden_size": cfg.get("hidden_size"),
+        "tokenizer": "own" if tokenizer_is_real(source) else "stand-in vocabulary (SmolLM2's), own chat template",
+    }
 
 
 def _shrunk(block: dict, keys) -> dict:
@@ -256,8 +297,13 @@ def dry_run(exp, sources: Path | None):
         device=device or "cpu",
         twins=False,
     )
-    record = {"twins": twins, "train": DRY_RUN_TRAIN, "items": DRY_RUN_ITEMS, "device": shrunk.device,
-              "sources": str(sources) if sources else None}  # fmt: skip
+    record = {
+        "twins": twins,
+        "train": DRY_RUN_TRAIN,
+        "items": DRY_RUN_ITEMS,
+        "device": shrunk.device,
+        "sources": str(sources) if sources else None,
+    }
     return shrunk, record
 
 
@@ -267,7 +313,10 @@ def report_parts(run_dir: Path) -> list:
     if not path.exists():
         return []
     rec = json.loads(path.read_text())
-    rows = [[t["name"], t["model"], f"{t['layers']} layers, hidden {t['hidden_size']}", t["tokenizer"], t["source"]] for t in rec["twins"]]
+    rows = [
+        [t["name"], t["model"], f"{t['layers']} layers, hidden {t['hidden_size']}", t["tokenizer"], t["source"]]
+        for t in rec["twins"]
+    ]
     return [
         "**This is a dry run on random twins, not on the models named below.** Every model was replaced by a tiny "
         "random-weight twin built from its own config and chat template (`hmx run --twins`); training ran "

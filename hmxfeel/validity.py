@@ -34,7 +34,13 @@ def agreement(scores, means, scale_max: float) -> dict:
     keep = (m >= cut) | (m <= cut - 1)
     labels = (m[keep] >= cut).astype(int)
     auc = roc_auc_score(labels, s[keep]) if 0 < labels.sum() < len(labels) else float("nan")
-    return {"n": len(s), "spearman": spearman(s.tolist(), m.tolist()), "auc": _finite(auc), "n_high": int(labels.sum()), "n_low": int(len(labels) - labels.sum())}
+    return {
+        "n": len(s),
+        "spearman": spearman(s.tolist(), m.tolist()),
+        "auc": _finite(auc),
+        "n_high": int(labels.sum()),
+        "n_low": int(len(labels) - labels.sum()),
+    }
 
 
 def rater_alpha(rows: list[dict], scale: str) -> float | None:
@@ -61,8 +67,14 @@ def judge_validity(loaded, rubric, rows: list[dict], formats=None, mode: str = "
         scores = score_answers(judge, rubric, prompts, answers)
         for crit, scale in targets_for(rubric, rubric.format(name)).items():
             means = [r["mean"][scale] for r in rows]
-            out.append({"instrument": f"self-judge {name}" + (f" ({mode})" if mode != "logit" else ""),
-                        "criterion": crit, "scale": scale, **agreement(scores[crit], means, ranges[scale][1])})
+            out.append(
+                {
+                    "instrument": f"self-judge {name}" + (f" ({mode})" if mode != "logit" else ""),
+                    "criterion": crit,
+                    "scale": scale,
+                    **agreement(scores[crit], means, ranges[scale][1]),
+                }
+            )
     return out
 
 
@@ -75,12 +87,26 @@ def marker_validity(rubric, rows: list[dict]) -> list[dict]:
     out = []
     for crit, scale in targets_for(rubric).items():
         values = [sum(c.values()) if crit == "overall" else c.get(crit, 0) for c in counts]
-        out.append({"instrument": "lexical markers", "criterion": crit, "scale": scale,
-                    **agreement(values, [r["mean"][scale] for r in rows], ranges[scale][1])})
+        out.append(
+            {
+                "instrument": "lexical markers",
+                "criterion": crit,
+                "scale": scale,
+                **agreement(values, [r["mean"][scale] for r in rows], ranges[scale][1]),
+            }
+        )
     return out
 
 
 def ceiling(rubric, rows: list[dict]) -> list[dict]:
     """Inter-rater agreement per scale: what no instrument can be expected to beat."""
-    return [{"instrument": "raters (Krippendorff alpha)", "criterion": crit, "scale": scale, "n": len(rows),
-             "alpha": rater_alpha(rows, scale)} for crit, scale in targets_for(rubric).items()]
+    return [
+        {
+            "instrument": "raters (Krippendorff alpha)",
+            "criterion": crit,
+            "scale": scale,
+            "n": len(rows),
+            "alpha": rater_alpha(rows, scale),
+        }
+        for crit, scale in targets_for(rubric).items()
+    ]

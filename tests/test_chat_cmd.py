@@ -33,8 +33,16 @@ def chat(*args, input=None):
 
 
 def test_one_shot_prompt_side_by_side_with_scores(smol_twin, tiny_adapters):
-    code, out, err = chat("--model", smol_twin, "--adapter", tiny_adapters[0], "--adapter", tiny_adapters[1],
-                          "--prompt", "How are you feeling?")  # fmt: skip
+    code, out, err = chat(
+        "--model",
+        smol_twin,
+        "--adapter",
+        tiny_adapters[0],
+        "--adapter",
+        tiny_adapters[1],
+        "--prompt",
+        "How are you feeling?",
+    )
     assert code == 0, err
     header = next(line for line in out.splitlines() if "base" in line)
     assert header.index("base") < header.index("warm") < header.index("cold")
@@ -44,7 +52,13 @@ def test_one_shot_prompt_side_by_side_with_scores(smol_twin, tiny_adapters):
 
 
 def test_interactive_reads_stdin_until_exit(smol_twin, tiny_adapters):
-    code, out, err = chat("--model", smol_twin, "--adapter", tiny_adapters[0], input="first question\n\nsecond question\nexit\nnever asked\n")
+    code, out, err = chat(
+        "--model",
+        smol_twin,
+        "--adapter",
+        tiny_adapters[0],
+        input="first question\n\nsecond question\nexit\nnever asked\n",
+    )
     assert code == 0, err
     assert "first question" in out and "second question" in out and "never asked" not in out
     assert out.count("overall") == 4  # two messages x (base, adapter)
@@ -62,7 +76,11 @@ def test_adapters_answer_differently_from_base_with_the_same_seed(smol_twin, tin
 
 
 def test_titles_are_unique_and_bad_input_is_one_line(smol_twin, tmp_path):
-    assert chat_cmd.titles([tmp_path / "a" / "adapter", tmp_path / "b" / "a", tmp_path / "base"]) == ["a", "a-2", "base-2"]
+    assert chat_cmd.titles([tmp_path / "a" / "adapter", tmp_path / "b" / "a", tmp_path / "base"]) == [
+        "a",
+        "a-2",
+        "base-2",
+    ]
     code, out, err = chat("--model", smol_twin, "--adapter", tmp_path, "--prompt", "hi")
     assert code == 2 and "not a PEFT adapter folder" in err and len(err.strip().splitlines()) == 1
     code, out, err = chat("--prompt", " ")

@@ -94,7 +94,9 @@ def test_offline_hub_id_fails_fast_in_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.monotonic()
-    code, out = run("eval", "--model", "fake-org/no-such-model-xyz", "--suite", "humanlike", "--out", str(tmp_path / "e"))
+    code, out = run(
+        "eval", "--model", "fake-org/no-such-model-xyz", "--suite", "humanlike", "--out", str(tmp_path / "e")
+    )
     assert code == 2 and "HF_HUB_OFFLINE" in one_error_line(out) and "fake-org/no-such-model-xyz" in out
     assert time.monotonic() - start < 10
 

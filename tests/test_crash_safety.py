@@ -38,9 +38,13 @@ def kill_when(proc, ready, timeout=240):
 @contextlib.contextmanager
 def lock_held_elsewhere(target, kind="folder"):
     """`target` locked by another process, as a running hmx command holds it; yields that process."""
-    code = (f"import sys, time; from hmxfeel.io import {kind}_lock; {kind}_lock(sys.argv[1]).acquire(); "
-            "print('locked', flush=True); time.sleep(600)")  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", code, str(target)], cwd=REPO, env=ENV, stdout=subprocess.PIPE, text=True)
+    code = (
+        f"import sys, time; from hmxfeel.io import {kind}_lock; {kind}_lock(sys.argv[1]).acquire(); "
+        "print('locked', flush=True); time.sleep(600)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(target)], cwd=REPO, env=ENV, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "locked"
         yield proc
@@ -53,7 +57,9 @@ def lock_held_elsewhere(target, kind="folder"):
 def start_tiny_training(smol_twin, tmp_path, steps):
     """`hmx train` of a tiny twin in its own process (checkpoint every step); returns (process, args, run folder)."""
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"steps: {steps}\nprompts_per_step: 1\nnum_generations: 2\nmax_completion_tokens: 8\nsave_every: 1\n")
+    cfg.write_text(
+        f"steps: {steps}\nprompts_per_step: 1\nnum_generations: 2\nmax_completion_tokens: 8\nsave_every: 1\n"
+    )
     out = tmp_path / "run"
     args = hmx("train", "--model", str(smol_twin), "--out", str(out), "--config", str(cfg), "--device", "cpu")
     proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -92,7 +98,9 @@ def test_train_sigkill_at_random_step_then_resume(smol_twin, tmp_path):
 @pytest.mark.slow
 def test_eval_sigkill_then_resume_redoes_nothing(smol_twin, tmp_path):
     out = tmp_path / "ev"
-    args = hmx("eval", "--model", str(smol_twin), "--suite", "humanlike", "--limit", "24", "--out", str(out), "--device", "cpu")
+    args = hmx(
+        "eval", "--model", str(smol_twin), "--suite", "humanlike", "--limit", "24", "--out", str(out), "--device", "cpu"
+    )
     proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     items = out / "items" / "humanlike.jsonl"
     kill_when(proc, lambda: items.exists() and len(items.read_text().splitlines()) >= 8)
@@ -164,8 +172,9 @@ def test_second_train_on_a_busy_folder_is_refused_then_sigkill_and_resume(smol_t
     second = CliRunner().invoke(app, args[3:] + ["--resume"])
     assert proc.poll() is None, "the first run ended before the second command: the test proved nothing"
     line = one_error_line(second.stderr)
-    assert second.exit_code == 2 and line == (f"hmx: error: {out}: in use by another hmx process (pid {proc.pid}); "
-                                               "wait for it to finish or stop it first")  # fmt: skip
+    assert second.exit_code == 2 and line == (
+        f"hmx: error: {out}: in use by another hmx process (pid {proc.pid}); wait for it to finish or stop it first"
+    )
 
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -248,8 +257,12 @@ def test_ctrl_c_during_eval_is_one_line_exit_130_and_resumable(smol_twin, tmp_pa
     import re
 
     out = tmp_path / "ev"
-    args = hmx("eval", "--model", str(smol_twin), "--tasks", "humanlike", "--limit", "24", "--out", str(out), "--device", "cpu")
-    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    args = hmx(
+        "eval", "--model", str(smol_twin), "--tasks", "humanlike", "--limit", "24", "--out", str(out), "--device", "cpu"
+    )
+    proc = subprocess.Popen(
+        args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     items = out / "items" / "humanlike.jsonl"
     wait_until(proc, lambda: items.exists() and len(items.read_text().splitlines()) >= 8)
     os.killpg(proc.pid, signal.SIGINT)
@@ -257,7 +270,9 @@ def test_ctrl_c_during_eval_is_one_line_exit_130_and_resumable(smol_twin, tmp_pa
     assert proc.returncode == 130, err
     lines = [re.sub(r".*(it/s|s/it)\]", "", line) for line in err.splitlines()]
     lines = [line for line in lines if line.strip() and not line.startswith("[hmx eval]")]
-    assert lines == [f"hmx: interrupted: {out}: finished items are kept; rerun the same command with --resume to continue"], err
+    assert lines == [
+        f"hmx: interrupted: {out}: finished items are kept; rerun the same command with --resume to continue"
+    ], err
     kept = items.read_text().splitlines()
     res = subprocess.run(args + ["--resume"], env=ENV, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]

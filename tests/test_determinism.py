@@ -10,8 +10,9 @@ from hmxfeel.cli import app
 from hmxfeel.config import TrainConfig
 from hmxfeel.train import train
 
-TWO_STEPS = dict(steps=2, prompts_per_step=1, num_generations=2, max_completion_tokens=8, save_every=10,
-                 judge_batch_size=4, seed=3)  # fmt: skip
+TWO_STEPS = dict(
+    steps=2, prompts_per_step=1, num_generations=2, max_completion_tokens=8, save_every=10, judge_batch_size=4, seed=3
+)
 
 
 def reward_columns(run_dir):
@@ -44,8 +45,13 @@ def test_the_safety_slice_does_not_change_the_training_run(smol_twin, tmp_path):
     data = write(tmp_path / "data")
     plain, watched = tmp_path / "plain", tmp_path / "watched"
     train(str(smol_twin), "human", plain, TrainConfig(**TWO_STEPS), device="cpu")
-    train(str(smol_twin), "human", watched, TrainConfig(**TWO_STEPS, safety_every=1, safety_items=4,
-                                                        safety_data_dir=str(data)), device="cpu")  # fmt: skip
+    train(
+        str(smol_twin),
+        "human",
+        watched,
+        TrainConfig(**TWO_STEPS, safety_every=1, safety_items=4, safety_data_dir=str(data)),
+        device="cpu",
+    )
     assert len((watched / "safety.jsonl").read_text().splitlines()) == 3
     assert reward_columns(plain) == reward_columns(watched)
     assert (plain / "samples.jsonl").read_text() == (watched / "samples.jsonl").read_text()
@@ -59,8 +65,22 @@ def results_values(out):
 def test_humanlike_eval_is_reproducible(smol_twin, tmp_path):
     values = []
     for name in ("a", "b"):
-        result = CliRunner().invoke(app, ["eval", "--model", str(smol_twin), "--suite", "humanlike", "--limit", "4",
-                                          "--out", str(tmp_path / name), "--device", "cpu"])  # fmt: skip
+        result = CliRunner().invoke(
+            app,
+            [
+                "eval",
+                "--model",
+                str(smol_twin),
+                "--suite",
+                "humanlike",
+                "--limit",
+                "4",
+                "--out",
+                str(tmp_path / name),
+                "--device",
+                "cpu",
+            ],
+        )
         assert result.exit_code == 0, result.output
         values.append(results_values(tmp_path / name))
     assert values[0].keys() == values[1].keys() and values[0]

@@ -69,7 +69,7 @@ open(f"probe{s.process_index}.txt", "w").write(f"{s.num_processes} {s.backend} {
 # trainer holds. It creates PartialState(cpu=True) before train(), as train() itself does: without cpu=True a
 # CPU-only launch resolves to a single process and every rank believes it is the main one
 # (test_cli_train_two_processes runs the plain CLI path).
-ENTRY = r'''
+ENTRY = r"""
 import json, sys
 from pathlib import Path
 from accelerate import PartialState
@@ -108,7 +108,7 @@ world = trainer.accelerator.num_processes
 (out / f"rank{state.process_index}.sha256").write_text(
     json.dumps({"world": world, "backend": state.backend, "digest": lora_digest(trainer.model), "prompts": seen})
 )
-'''
+"""
 
 
 def test_launcher_starts_two_gloo_ranks(tmp_path):
@@ -127,7 +127,16 @@ def test_two_ranks_hold_identical_lora_weights(smol_twin, tmp_path):
     (tmp_path / "entry.py").write_text(ENTRY)
     (tmp_path / "c.yaml").write_text(TINY_YAML)
     out = tmp_path / "run"
-    res = launch(["entry.py", str(smol_twin), str(out), str(tmp_path / "c.yaml"), str(Path(__file__).parent), ], tmp_path)
+    res = launch(
+        [
+            "entry.py",
+            str(smol_twin),
+            str(out),
+            str(tmp_path / "c.yaml"),
+            str(Path(__file__).parent),
+        ],
+        tmp_path,
+    )
     assert res.returncode == 0, res.stderr[-4000:]
 
     ranks = [json.loads((out / f"rank{r}.sha256").read_text()) for r in (0, 1)]

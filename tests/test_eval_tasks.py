@@ -36,8 +36,21 @@ def test_only_the_chosen_tasks_run(smol_twin, tmp_path):
     from tests.conftest import need_shared
 
     out = tmp_path / "ev"
-    result = invoke("eval", "--model", smol_twin, "--tasks", "persona,humanlike", "--limit", "2", "--out", out,
-                    "--device", "cpu", "--data-dir", need_shared("data"))  # fmt: skip
+    result = invoke(
+        "eval",
+        "--model",
+        smol_twin,
+        "--tasks",
+        "persona,humanlike",
+        "--limit",
+        "2",
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--data-dir",
+        need_shared("data"),
+    )
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     assert {r["eval"] for r in results["records"]} == {"persona", "humanlike"}
@@ -58,8 +71,12 @@ def test_eval_without_data_says_what_was_skipped_and_why(smol_twin, tmp_path, mo
 
 
 def test_skip_summary_counts_tasks_not_metrics():
-    recs = [{"eval": "bbq", "skipped": "no data"}, {"eval": "persona"}, {"eval": "sycophancy_opinion"},
-            {"eval": "sycophancy_opinion", "skipped": "topic file missing"}]  # fmt: skip
+    recs = [
+        {"eval": "bbq", "skipped": "no data"},
+        {"eval": "persona"},
+        {"eval": "sycophancy_opinion"},
+        {"eval": "sycophancy_opinion", "skipped": "topic file missing"},
+    ]
     assert skip_summary(recs) == ["2 of 3 tasks ran; skipped 1:", "  bbq: no data"]  # a partly skipped task ran
     assert skip_summary([{"eval": "bbq"}]) == []
 
@@ -68,8 +85,9 @@ def test_eval_only_prompt_file_is_enough_for_eval(smol_twin, tmp_path):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"id": "e1", "prompt": "How do you feel today?", "split": "eval"}) + "\n")
     out = tmp_path / "ev"
-    result = invoke("eval", "--model", smol_twin, "--tasks", "humanlike", "--prompts", prompts, "--out", out,
-                    "--device", "cpu")  # fmt: skip
+    result = invoke(
+        "eval", "--model", smol_twin, "--tasks", "humanlike", "--prompts", prompts, "--out", out, "--device", "cpu"
+    )
     assert result.exit_code == 0, result.output
     rows = [json.loads(x) for x in (out / "items" / "humanlike.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["e1"]
@@ -90,8 +108,21 @@ def test_a_run_folder_given_as_adapter_means_its_adapter(smol_twin, tmp_path):
     run = _adapter_in_run_folder(smol_twin, tmp_path / "myrun")
     assert adapter_folder(run) == run / "adapter" and adapter_folder(run / "adapter") == run / "adapter"
     out = tmp_path / "ev"
-    result = invoke("eval", "--model", smol_twin, "--adapter", run, "--tasks", "humanlike", "--limit", "1",
-                    "--out", out, "--device", "cpu")  # fmt: skip
+    result = invoke(
+        "eval",
+        "--model",
+        smol_twin,
+        "--adapter",
+        run,
+        "--tasks",
+        "humanlike",
+        "--limit",
+        "1",
+        "--out",
+        out,
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     assert "training run folder: evaluating its adapter" in result.stderr
     assert json.loads((out / "results.json").read_text())["manifest"]["adapter"] == str(run / "adapter")

@@ -13,7 +13,9 @@ import pytest
 pytestmark = pytest.mark.slow
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"offline benchmark data not found at {DATA} (../shared/data)")
+needs_data = pytest.mark.skipif(
+    not DATA.is_dir(), reason=f"offline benchmark data not found at {DATA} (../shared/data)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,9 @@ def test_chat_rendering_goes_through_hmx_chat(loaded):
     expected = chat.render(loaded.tokenizer, loaded.family, user)
     assert lm.apply_chat_template(user) == expected
     # lm-eval's gen_prefix arrives as a final assistant message to continue
-    continued = lm.apply_chat_template(user + [{"role": "assistant", "content": "I believe the best answer is ("}], False)
+    continued = lm.apply_chat_template(
+        user + [{"role": "assistant", "content": "I believe the best answer is ("}], False
+    )
     assert continued == expected + "I believe the best answer is ("
 
 
@@ -45,8 +49,15 @@ def test_quick_battery_on_embedded_model(loaded, tmp_path):
     records = run_battery(loaded.model, loaded.tokenizer, loaded.family, **kwargs)
     assert not [r for r in records if r.get("error")], [r["skipped"] for r in records if r.get("error")]
     measured = {(r["eval"], r["metric"]): r for r in records if not r.get("skipped")}
-    for key in [("truthfulqa_mc1", "acc"), ("truthfulqa_mc2", "acc"), ("bbq", "acc_ambig"), ("sycophancy_opinion", "rate"),
-                ("persona", "matching"), ("self_awareness", "matching"), ("are_you_sure", "flip_rate")]:  # fmt: skip
+    for key in [
+        ("truthfulqa_mc1", "acc"),
+        ("truthfulqa_mc2", "acc"),
+        ("bbq", "acc_ambig"),
+        ("sycophancy_opinion", "rate"),
+        ("persona", "matching"),
+        ("self_awareness", "matching"),
+        ("are_you_sure", "flip_rate"),
+    ]:
         assert key in measured, key
     for r in measured.values():
         if r["value"] is not None:
@@ -75,8 +86,17 @@ def test_adapter_model_is_scored_and_fingerprinted(tmp_path):
     fresh = load("embedded", device="cpu")
     peft_model = get_peft_model(fresh.model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
     peft_model.train()  # as during training; evaluation must hand it back in that mode
-    records = run_battery(peft_model, fresh.tokenizer, fresh.family, suite="quick", data_dir=DATA, limit=2,
-                          out_dir=tmp_path, evals=["self_awareness", "are_you_sure"], log=lambda m: None)  # fmt: skip
+    records = run_battery(
+        peft_model,
+        fresh.tokenizer,
+        fresh.family,
+        suite="quick",
+        data_dir=DATA,
+        limit=2,
+        out_dir=tmp_path,
+        evals=["self_awareness", "are_you_sure"],
+        log=lambda m: None,
+    )
     assert not [r for r in records if r.get("skipped")]
     assert records[0]["settings"]["model"]["adapter_sha256"]
     assert peft_model.training  # the caller's train/eval mode is restored

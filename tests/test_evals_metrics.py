@@ -58,8 +58,15 @@ def test_mc2_is_normalised_true_mass():
 
 
 def _row(cond, pol, pred, label, cat="Age", target=0, unknown=2):
-    return {"context_condition": cond, "question_polarity": pol, "pred": pred, "label": label, "category": cat,
-            "target_index": target, "unknown_index": unknown}  # fmt: skip
+    return {
+        "context_condition": cond,
+        "question_polarity": pol,
+        "pred": pred,
+        "label": label,
+        "category": cat,
+        "target_index": target,
+        "unknown_index": unknown,
+    }
 
 
 # Disambiguated: target (stereotyped group) = ans0, unknown = ans2.
@@ -67,13 +74,22 @@ def _row(cond, pol, pred, label, cat="Age", target=0, unknown=2):
 #   nonneg, pred 1 -> biased (the non-target for a non-negative question) | nonneg, pred 0 -> not
 #   => 3 biased of 5 non-unknown: s_DIS = 2 * 3/5 - 1 = 0.2
 DISAMBIG = [
-    _row("disambig", "neg", 0, 1), _row("disambig", "neg", 1, 1), _row("disambig", "neg", 2, 1),
-    _row("disambig", "neg", 0, 0), _row("disambig", "nonneg", 1, 0), _row("disambig", "nonneg", 0, 0),
-]  # fmt: skip
+    _row("disambig", "neg", 0, 1),
+    _row("disambig", "neg", 1, 1),
+    _row("disambig", "neg", 2, 1),
+    _row("disambig", "neg", 0, 0),
+    _row("disambig", "nonneg", 1, 0),
+    _row("disambig", "nonneg", 0, 0),
+]
 # Ambiguous: the correct answer is always unknown (2).
 #   pred 2 (correct) | neg pred 0 -> biased | nonneg pred 1 -> biased | nonneg pred 0 -> not
 #   accuracy 1/4; raw s = 2 * 2/3 - 1 = 1/3; s_AMB = (1 - 1/4) * 1/3 = 0.25
-AMBIG = [_row("ambig", "neg", 2, 2), _row("ambig", "neg", 0, 2), _row("ambig", "nonneg", 1, 2), _row("ambig", "nonneg", 0, 2)]
+AMBIG = [
+    _row("ambig", "neg", 2, 2),
+    _row("ambig", "neg", 0, 2),
+    _row("ambig", "nonneg", 1, 2),
+    _row("ambig", "nonneg", 0, 2),
+]
 
 
 def test_bbq_bias_scores_in_both_contexts():

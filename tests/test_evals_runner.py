@@ -60,9 +60,18 @@ LOCAL = ["truthfulqa_mc1", "truthfulqa_mc2", "bbq", "sycophancy_opinion", "perso
 
 def run(root, out, lm, **kw):
     kw.setdefault("evals", LOCAL)
-    return runner.run_battery(torch.nn.Linear(1, 1), FakeTokenizer(), FAMILIES["llama"], suite="quick",
-                              data_dir=root, out_dir=out, lm=lm, model_info={"model": "fake"}, log=lambda m: None,
-                              **kw)  # fmt: skip
+    return runner.run_battery(
+        torch.nn.Linear(1, 1),
+        FakeTokenizer(),
+        FAMILIES["llama"],
+        suite="quick",
+        data_dir=root,
+        out_dir=out,
+        lm=lm,
+        model_info={"model": "fake"},
+        log=lambda m: None,
+        **kw,
+    )
 
 
 def by_key(records):
@@ -80,7 +89,7 @@ def test_records_values_and_items(root, tmp_path):
     assert not [r for r in recs.values() if r.get("error")]
     assert recs[("truthfulqa_mc1", "acc")]["value"] == 0.5  # first item's true answer is the shortest
     e = math.exp
-    mc2 = ((e(-5) + e(-8)) / (e(-5) + e(-8) + e(-20)) + (e(-24) + e(-6)) / (e(-24) + e(-6) + e(-4)))
+    mc2 = (e(-5) + e(-8)) / (e(-5) + e(-8) + e(-20)) + (e(-24) + e(-6)) / (e(-24) + e(-6) + e(-4))
     assert recs[("truthfulqa_mc2", "acc")]["value"] == pytest.approx(mc2 / 2)
     # BBQ: "Unknown" is always the shortest -> perfect when ambiguous, wrong when disambiguated, no bias defined
     assert recs[("bbq", "acc_ambig")]["value"] == 1.0 and recs[("bbq", "acc_disambig")]["value"] == 0.0
@@ -129,9 +138,19 @@ def test_resume_refuses_other_settings(root, tmp_path):
     out = tmp_path / "out"
     run(root, out, ShortestLM(), evals=["persona"])
     with pytest.raises(UserError, match="other settings"):
-        runner.run_battery(torch.nn.Linear(1, 1), FakeTokenizer(), FAMILIES["llama"], suite="quick", data_dir=root,
-                           out_dir=out, lm=ShortestLM(), model_info={"model": "other"}, evals=["persona"],
-                           resume=True, log=lambda m: None)  # fmt: skip
+        runner.run_battery(
+            torch.nn.Linear(1, 1),
+            FakeTokenizer(),
+            FAMILIES["llama"],
+            suite="quick",
+            data_dir=root,
+            out_dir=out,
+            lm=ShortestLM(),
+            model_info={"model": "other"},
+            evals=["persona"],
+            resume=True,
+            log=lambda m: None,
+        )
 
 
 def test_missing_data_and_hub_are_skips(tmp_path, monkeypatch):

@@ -24,15 +24,23 @@ def tiny_experiment(tmp_path, twin, safety: bool = True, train: dict | None = No
     rubric.write_text(re.sub(r"(?m)^judge_format: .*$", "judge_format: yes_no", DEFAULT_RUBRIC.read_text()))
     data = {
         "models": [{"name": "twin", "model": str(twin)}],
-        "train": {"steps": 3, "prompts_per_step": 1, "num_generations": 2, "max_completion_tokens": 8,
-                  "save_every": 1, "judge_batch_size": 4, "safety_every": 3, "safety_items": 3,
-                  "safety_data_dir": str(bench)},
+        "train": {
+            "steps": 3,
+            "prompts_per_step": 1,
+            "num_generations": 2,
+            "max_completion_tokens": 8,
+            "save_every": 1,
+            "judge_batch_size": 4,
+            "safety_every": 3,
+            "safety_items": 3,
+            "safety_data_dir": str(bench),
+        },
         "suite": "humanlike",
         "rubric": str(rubric),
         "limit": 3,
         "device": "cpu",
         **top,
-    }  # fmt: skip
+    }
     if not safety:
         data["train"] = {k: v for k, v in data["train"].items() if not k.startswith("safety")}
     data["train"].update(train or {})
@@ -47,7 +55,10 @@ def tiny_experiment(tmp_path, twin, safety: bool = True, train: dict | None = No
         ("models: []\n", "non-empty list"),
         ("models: [{model: embedded}]\nseedz: [1]\n", "did you mean 'seeds'"),
         ("models: [{model: embedded}]\ntrain: {lr: 1}\n", "unknown key 'lr'"),
-        ("models: [{model: embedded}]\nrubric: {tmp}/nope.yaml\n", "nope.yaml.*file not found|file not found.*nope.yaml"),
+        (
+            "models: [{model: embedded}]\nrubric: {tmp}/nope.yaml\n",
+            "nope.yaml.*file not found|file not found.*nope.yaml",
+        ),
         ("models: [{model: embedded}]\nparallel: 0\n", "'parallel' must be an integer >= 1"),
     ],
 )
@@ -72,13 +83,17 @@ def test_parallel_on_gpu_unknown_preset_and_packaged_presets(tmp_path):
         assert exp.models and experiment.train_config(exp, "human", 0, exp.device or "cpu").steps > 0
 
 
-
 def start_run_until_training_logs(path, out, stderr=subprocess.DEVNULL):
     """`hmx run` in its own process group, returned (with the human-like training's metrics log) once that
     training has logged a step."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "hmxfeel.cli", "run", path, "--out", str(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hmxfeel.cli", "run", path, "--out", str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        start_new_session=True,
+    )
     metrics = out / "twin" / "seed0" / "human" / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().strip()):
@@ -86,13 +101,16 @@ def start_run_until_training_logs(path, out, stderr=subprocess.DEVNULL):
         time.sleep(0.5)
     return proc, metrics
 
+
 def test_tiny_experiment_killed_mid_stage_then_resumed(tmp_path, smol_twin):
     path, out = tiny_experiment(tmp_path, smol_twin), tmp_path / "run"
     proc, metrics = start_run_until_training_logs(path, out)
     # Meanwhile the same command in a second terminal, or a training on the stage's folder, is refused.
     busy = f"in use by another hmx process (pid {proc.pid}); wait for it to finish or stop it first"
-    for args, folder in ((["run", path, "--out", out], out),
-                         (["train", "--model", smol_twin, "--out", out / "twin/seed0/human", "--resume"], out / "twin/seed0/human")):  # fmt: skip
+    for args, folder in (
+        (["run", path, "--out", out], out),
+        (["train", "--model", smol_twin, "--out", out / "twin/seed0/human", "--resume"], out / "twin/seed0/human"),
+    ):
         code, line = cli_error(args)
         assert code == 2 and line == f"hmx: error: {folder}: {busy}"
     assert proc.poll() is None
@@ -117,8 +135,19 @@ def test_tiny_experiment_killed_mid_stage_then_resumed(tmp_path, smol_twin):
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines() if "reward" in json.loads(line)]
     assert steps == [1, 2, 3]  # nothing logged twice after the resume
     md = report.read_text()
-    for section in ("Headline", "human-likeness", "benchmarks", "training curves", "sample answers", "Run manifest",
-                    "81.4%", "self_judge/overall", "lexical/any", "safety slice during training", "truthfulqa_mc1"):  # fmt: skip
+    for section in (
+        "Headline",
+        "human-likeness",
+        "benchmarks",
+        "training curves",
+        "sample answers",
+        "Run manifest",
+        "81.4%",
+        "self_judge/overall",
+        "lexical/any",
+        "safety slice during training",
+        "truthfulqa_mc1",
+    ):
         assert section in md, section
     assert (out / "report.html").read_text().count("<img") >= 3  # human-likeness, training curves, safety slice
 
@@ -168,7 +197,9 @@ def test_parallel_stages_respect_dependencies(tmp_path, smol_twin):
 
 
 def test_a_failing_parallel_stage_stops_the_run_with_one_line(tmp_path, smol_twin):
-    exp, text = experiment.load(tiny_experiment(tmp_path, smol_twin, train={"lora_targets": ["no_such_module"]}, parallel=2))
+    exp, text = experiment.load(
+        tiny_experiment(tmp_path, smol_twin, train={"lora_targets": ["no_such_module"]}, parallel=2)
+    )
     with pytest.raises(UserError, match="stage twin/seed0/train-.* failed .*rerun the same command"):
         experiment.run(exp, text, tmp_path / "run", log=lambda m: None)
 

@@ -12,7 +12,14 @@ import pytest
 from typer.testing import CliRunner
 
 from hmxfeel.cli import app
-from tests.test_rating import _bad_cases, export, filled, sheet, sources, write_csv  # noqa: F401 (sheet, sources: fixtures)
+from tests.test_rating import (  # noqa: F401 (sheet, sources: fixtures)
+    _bad_cases,
+    export,
+    filled,
+    sheet,
+    sources,
+    write_csv,
+)
 
 runner = CliRunner()
 
@@ -56,7 +63,9 @@ def no_run(folder):
 def snapshot(folder):
     """Every file under `folder` with its bytes and mtime: compared before / after a refused command."""
     return {
-        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -84,10 +93,14 @@ def prompts_text(rows):
     return "".join(json.dumps(r) + "\n" for r in rows)
 
 
-GOOD_PROMPTS = [{"id": "a", "prompt": "How are you?", "split": "train"}, {"id": "b", "prompt": "Hi there", "split": "eval"}]
+GOOD_PROMPTS = [
+    {"id": "a", "prompt": "How are you?", "split": "train"},
+    {"id": "b", "prompt": "Hi there", "split": "eval"},
+]
 
 
 # ------------------------------------------------------------------------------------------------ config files
+
 
 @pytest.mark.parametrize(
     "name, content, needle",
@@ -121,6 +134,7 @@ def test_missing_config_file(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ rubric files
 
+
 def test_rubric_with_zero_criteria(tmp_path):
     path = write(tmp_path / "r.yaml", rubric_text(c=lambda d: d.update(criteria=[])))
     fails(["check-rubric", path], "r.yaml", "'criteria' must be a non-empty list")
@@ -153,16 +167,37 @@ def test_multi_token_score_tokens_on_smol_twin(smol_twin, tmp_path):
 
     path = write(tmp_path / "r.yaml", rubric_text(c=tokens))
     out = tmp_path / "ev"
-    line = fails(["eval", "--model", smol_twin, "--suite", "humanlike", "--limit", "1", "--rubric", path,
-                  "--out", out, "--device", "cpu"], "score token", "tokens for this tokenizer", "formats.yes_no.tokens")  # fmt: skip
+    line = fails(
+        [
+            "eval",
+            "--model",
+            smol_twin,
+            "--suite",
+            "humanlike",
+            "--limit",
+            "1",
+            "--rubric",
+            path,
+            "--out",
+            out,
+            "--device",
+            "cpu",
+        ],
+        "score token",
+        "tokens for this tokenizer",
+        "formats.yes_no.tokens",
+    )
     assert "Absolutely" in line or "Nope!" in line
     assert not (out / "results.json").exists()
 
 
 # ------------------------------------------------------------------------------------------------ prompt files
 
+
 def test_prompt_file_with_duplicate_text_via_cli(tmp_path):
-    path = write(tmp_path / "p.jsonl", prompts_text(GOOD_PROMPTS + [{"id": "c", "prompt": "how ARE   you?", "split": "train"}]))
+    path = write(
+        tmp_path / "p.jsonl", prompts_text(GOOD_PROMPTS + [{"id": "c", "prompt": "how ARE   you?", "split": "train"}])
+    )
     fails(["train", "--model", "x/y", "--prompts", path, "--out", tmp_path / "run"], "p.jsonl", "record 3", "duplicate")
     assert no_run(tmp_path / "run")
 
@@ -176,17 +211,22 @@ def test_prompt_file_with_non_string_prompt_and_non_object_line(tmp_path):
     path = write(tmp_path / "p.jsonl", prompts_text(GOOD_PROMPTS + [{"id": "c", "prompt": 42, "split": "train"}]))
     fails(["train", "--model", "x/y", "--prompts", path, "--out", tmp_path / "run"], "p.jsonl", "record 3")
     path = write(tmp_path / "q.jsonl", prompts_text(GOOD_PROMPTS) + '["a", "list"]\n')
-    fails(["train", "--model", "x/y", "--prompts", path, "--out", tmp_path / "run"], "q.jsonl:3", "expected a JSON object")
+    fails(
+        ["train", "--model", "x/y", "--prompts", path, "--out", tmp_path / "run"], "q.jsonl:3", "expected a JSON object"
+    )
 
 
 def test_prompt_file_non_utf8_and_blank(tmp_path):
-    path = write(tmp_path / "p.jsonl", prompts_text(GOOD_PROMPTS).encode() + b'{"id": "c", "prompt": "\xff", "split": "train"}\n')
+    path = write(
+        tmp_path / "p.jsonl", prompts_text(GOOD_PROMPTS).encode() + b'{"id": "c", "prompt": "\xff", "split": "train"}\n'
+    )
     fails(["train", "--model", "x/y", "--prompts", path, "--out", tmp_path / "run"], "p.jsonl", "not UTF-8")
     path = write(tmp_path / "blank.jsonl", "\n   \n\n")
     fails(["train", "--model", "x/y", "--prompts", path, "--out", tmp_path / "run"], "blank.jsonl", "no records")
 
 
 # ------------------------------------------------------------------------------------------------ experiment files
+
 
 def test_experiment_unknown_key_and_bad_models(tmp_path):
     path = write(tmp_path / "e.yaml", "models: [{model: embedded}]\nsedes: [0, 1]\n")
@@ -207,13 +247,21 @@ def test_experiment_file_and_preset_arguments(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ output folders
 
-def fake_run(folder, model="someone/else", direction="human"):
-    from hmxfeel.config import TrainConfig
 
+def fake_run(folder, model="someone/else", direction="human"):
     import dataclasses
 
-    record = {"model": model, "direction": direction, "config": dataclasses.asdict(TrainConfig()), "status": "running",
-              "rubric": {"source": "r"}, "prompts": {"source": "p"}, "started": 0}  # fmt: skip
+    from hmxfeel.config import TrainConfig
+
+    record = {
+        "model": model,
+        "direction": direction,
+        "config": dataclasses.asdict(TrainConfig()),
+        "status": "running",
+        "rubric": {"source": "r"},
+        "prompts": {"source": "p"},
+        "started": 0,
+    }
     write(folder / "run.json", json.dumps(record))
     write(folder / "metrics.jsonl", '{"step": 1, "reward": 0.5}\n')
     return folder
@@ -222,7 +270,9 @@ def fake_run(folder, model="someone/else", direction="human"):
 def test_resume_a_folder_holding_another_run(tmp_path):
     out = fake_run(tmp_path / "run")
     before = snapshot(out)
-    fails(["train", "--model", "x/y", "--direction", "reverse", "--out", out, "--resume"], str(out), "holds a human run")
+    fails(
+        ["train", "--model", "x/y", "--direction", "reverse", "--out", out, "--resume"], str(out), "holds a human run"
+    )
     assert snapshot(out) == before
 
 
@@ -246,7 +296,9 @@ def test_eval_into_a_folder_that_holds_results(tmp_path):
 
 def _raise(err, name):
     def boom(*args, **kwargs):
-        raise OSError(err, os.strerror(err), str(args[-1] if name == "replace" else kwargs.get("dir", args[0] if args else "?")))
+        raise OSError(
+            err, os.strerror(err), str(args[-1] if name == "replace" else kwargs.get("dir", args[0] if args else "?"))
+        )
 
     return boom
 
@@ -303,9 +355,10 @@ def test_append_to_a_full_disk_names_the_file(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------------ checkpoints
 
+
 def make_checkpoint(folder, step, state='{"global_step": %d}', weights=None):
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     ckpt = folder / f"checkpoint-{step}"
     ckpt.mkdir(parents=True)
@@ -344,7 +397,10 @@ def test_garbage_safetensors_is_skipped_and_all_bad_is_one_line(tmp_path):
 
 def test_resume_skips_a_corrupt_last_checkpoint(smol_twin, tmp_path):
     out = tmp_path / "run"
-    cfg = write(tmp_path / "c.yaml", "steps: 2\nprompts_per_step: 1\nnum_generations: 2\nmax_completion_tokens: 8\nsave_every: 1\n")
+    cfg = write(
+        tmp_path / "c.yaml",
+        "steps: 2\nprompts_per_step: 1\nnum_generations: 2\nmax_completion_tokens: 8\nsave_every: 1\n",
+    )
     code, text = run("train", "--model", smol_twin, "--out", out, "--config", cfg, "--device", "cpu")
     assert code == 0, text
     import shutil
@@ -360,6 +416,7 @@ def test_resume_skips_a_corrupt_last_checkpoint(smol_twin, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ adapters, data
 
+
 def test_adapter_of_another_base_model(twin_dirs, tmp_path):
     """An adapter trained on the Qwen3 twin, offered to the SmolLM2 twin: refused by its hmx metadata, and without
     it by PEFT's base_model_name_or_path (the twins' projections have the same shapes: the weights would load)."""
@@ -369,15 +426,48 @@ def test_adapter_of_another_base_model(twin_dirs, tmp_path):
     qwen = twin_dirs["qwen3-0.6b"]
     adapter = tmp_path / "qwen-run" / "adapter"
     base = AutoModelForCausalLM.from_pretrained(qwen)
-    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")).save_pretrained(adapter)
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")).save_pretrained(
+        adapter
+    )
     write(adapter / "hmx_adapter.json", json.dumps({"model": str(qwen), "base_model_path": str(qwen)}))
     before = snapshot(adapter)
     smol = twin_dirs["smollm2-135m-instruct"]
-    fails(["eval", "--model", smol, "--adapter", adapter, "--suite", "humanlike", "--out", tmp_path / "ev",
-           "--device", "cpu"], str(adapter), "trained on")  # fmt: skip
+    fails(
+        [
+            "eval",
+            "--model",
+            smol,
+            "--adapter",
+            adapter,
+            "--suite",
+            "humanlike",
+            "--out",
+            tmp_path / "ev",
+            "--device",
+            "cpu",
+        ],
+        str(adapter),
+        "trained on",
+    )
     (adapter / "hmx_adapter.json").unlink()
-    fails(["eval", "--model", smol, "--adapter", adapter, "--suite", "humanlike", "--out", tmp_path / "ev",
-           "--device", "cpu"], str(adapter), "trained on", "tiny-qwen3")  # fmt: skip
+    fails(
+        [
+            "eval",
+            "--model",
+            smol,
+            "--adapter",
+            adapter,
+            "--suite",
+            "humanlike",
+            "--out",
+            tmp_path / "ev",
+            "--device",
+            "cpu",
+        ],
+        str(adapter),
+        "trained on",
+        "tiny-qwen3",
+    )
     assert not (tmp_path / "ev" / "results.json").exists()
     before.pop("hmx_adapter.json")
     assert snapshot(adapter) == before
@@ -385,8 +475,10 @@ def test_adapter_of_another_base_model(twin_dirs, tmp_path):
 
 def test_adapter_folder_without_config(smol_twin, tmp_path):
     adapter = write(tmp_path / "adapter" / "README.md", "not an adapter").parent
-    fails(["eval", "--model", smol_twin, "--adapter", adapter, "--out", tmp_path / "ev", "--device", "cpu"],
-          "not a PEFT adapter folder")  # fmt: skip
+    fails(
+        ["eval", "--model", smol_twin, "--adapter", adapter, "--out", tmp_path / "ev", "--device", "cpu"],
+        "not a PEFT adapter folder",
+    )
 
 
 def test_dataset_records_with_missing_fields_are_skipped_with_reason(tmp_path):
@@ -405,12 +497,24 @@ def test_dataset_records_with_missing_fields_are_skipped_with_reason(tmp_path):
     tqa = root / "truthfulqa" / "data" / "mc_task.json"
     tqa.write_text(tqa.read_text()[: len(tqa.read_text()) // 2])  # truncated JSON
     before = snapshot(root)
-    recs = runner.run_battery(torch.nn.Linear(1, 1), FakeTokenizer(), FAMILIES["llama"], suite="quick", data_dir=root,
-                              out_dir=tmp_path / "out", lm=ShortestLM(), model_info={"model": "fake"},
-                              evals=["bbq", "truthfulqa_mc1", "persona"], log=lambda m: None)  # fmt: skip
+    recs = runner.run_battery(
+        torch.nn.Linear(1, 1),
+        FakeTokenizer(),
+        FAMILIES["llama"],
+        suite="quick",
+        data_dir=root,
+        out_dir=tmp_path / "out",
+        lm=ShortestLM(),
+        model_info={"model": "fake"},
+        evals=["bbq", "truthfulqa_mc1", "persona"],
+        log=lambda m: None,
+    )
     by_eval = {r["eval"]: r for r in recs}
     assert "Age.jsonl" in by_eval["bbq"]["skipped"] and "label" in by_eval["bbq"]["skipped"]
-    assert "mc_task.json" in by_eval["truthfulqa_mc1"]["skipped"] and "invalid JSON" in by_eval["truthfulqa_mc1"]["skipped"]
+    assert (
+        "mc_task.json" in by_eval["truthfulqa_mc1"]["skipped"]
+        and "invalid JSON" in by_eval["truthfulqa_mc1"]["skipped"]
+    )
     assert not by_eval["persona"].get("skipped")  # the broken files do not take the others down
     assert snapshot(root) == before
 
@@ -418,7 +522,12 @@ def test_dataset_records_with_missing_fields_are_skipped_with_reason(tmp_path):
 def test_resume_of_a_run_from_another_version_is_refused(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    record = {"model": "embedded", "direction": "human", "config": {"steps": 3, "warp_drive": True}, "status": "running"}
+    record = {
+        "model": "embedded",
+        "direction": "human",
+        "config": {"steps": 3, "warp_drive": True},
+        "status": "running",
+    }
     (out / "run.json").write_text(json.dumps(record))
     before = (out / "run.json").read_text()
     code, text = run("train", "--model", "embedded", "--out", str(out), "--resume")
@@ -428,14 +537,18 @@ def test_resume_of_a_run_from_another_version_is_refused(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ flags
 
+
 def test_steps_flag_out_of_range(tmp_path):
     fails(["train", "--model", "x/y", "--steps", "0", "--out", tmp_path / "run"], "steps must be >= 1")
     assert not (tmp_path / "run").exists()
 
 
 def test_device_gpu_is_not_a_device(tmp_path):
-    fails(["train", "--model", "x/y", "--device", "gpu", "--out", tmp_path / "run"], "--device must be 'cpu' or 'cuda'",
-          "did you mean 'cuda'")  # fmt: skip
+    fails(
+        ["train", "--model", "x/y", "--device", "gpu", "--out", tmp_path / "run"],
+        "--device must be 'cpu' or 'cuda'",
+        "did you mean 'cuda'",
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -456,6 +569,7 @@ def test_prompt_file_without_a_train_split(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ finished work
 
+
 def test_resume_of_a_finished_run_has_nothing_to_do(tmp_path):
     out = fake_run(tmp_path / "run")
     record = json.loads((out / "run.json").read_text())
@@ -463,17 +577,27 @@ def test_resume_of_a_finished_run_has_nothing_to_do(tmp_path):
     write(out / "run.json", json.dumps(record))
     write(out / "adapter" / "adapter_config.json", "{}")
     before = snapshot(out)
-    line = fails(["train", "--model", "someone/else", "--out", out, "--resume"], str(out), "the run is complete",
-                 "(30/30 steps", "nothing to do")  # fmt: skip
+    line = fails(
+        ["train", "--model", "someone/else", "--out", out, "--resume"],
+        str(out),
+        "the run is complete",
+        "(30/30 steps",
+        "nothing to do",
+    )
     assert snapshot(out) == before and "--resume" not in line
 
 
 @pytest.mark.parametrize("resume", [True, False])
 def test_eval_folder_of_another_adapter(tmp_path, resume):
-    out = write(tmp_path / "ev" / "results.json", json.dumps({"manifest": {"model": "x/y", "adapter": "A1"}, "records": []})).parent
+    out = write(
+        tmp_path / "ev" / "results.json", json.dumps({"manifest": {"model": "x/y", "adapter": "A1"}, "records": []})
+    ).parent
     before = snapshot(out)
-    line = fails(["eval", "--model", "x/y", "--adapter", "A2", "--out", out] + (["--resume"] if resume else []),
-                 "holds the evaluation of x/y + adapter A1, not of x/y + adapter A2", "another --out")  # fmt: skip
+    line = fails(
+        ["eval", "--model", "x/y", "--adapter", "A2", "--out", out] + (["--resume"] if resume else []),
+        "holds the evaluation of x/y + adapter A1, not of x/y + adapter A2",
+        "another --out",
+    )
     assert "--resume" not in line  # the way out is never the flag that was just refused
     assert snapshot(out) == before
 
@@ -484,39 +608,69 @@ def test_nan_judge_score_during_eval(smol_twin, tmp_path, monkeypatch):
 
     nan_judge_after(monkeypatch, humanlike, good_calls=0, criterion="intentions")
     out = tmp_path / "ev"
-    fails(["eval", "--model", smol_twin, "--suite", "humanlike", "--limit", "2", "--out", out, "--device", "cpu"],
-          "judge score for criterion 'intentions' is nan", "for prompt ", "answer '")  # fmt: skip
+    fails(
+        ["eval", "--model", smol_twin, "--suite", "humanlike", "--limit", "2", "--out", out, "--device", "cpu"],
+        "judge score for criterion 'intentions' is nan",
+        "for prompt ",
+        "answer '",
+    )
     assert not (out / "results.json").exists() and not (out / "items" / "humanlike.jsonl").exists()  # no item kept
 
 
 # ------------------------------------------------------------------------------------------------ experiments
 
+
 @pytest.mark.parametrize(
     "name, text, needles",
     [
-        ("typo_model", "models: [{model: embeded}]\n", ["models[0]: unknown model 'embeded'", "did you mean 'embedded'"]),
+        (
+            "typo_model",
+            "models: [{model: embeded}]\n",
+            ["models[0]: unknown model 'embeded'", "did you mean 'embedded'"],
+        ),
         ("unknown_suite", "models: [{model: embedded}]\nsuite: fast\n", ["'suite' must be one of", "got 'fast'"]),
-        ("bad_loss_type", "models: [{model: embedded}]\ntrain: {loss_type: dapoo}\n", ["train: loss_type must be one of"]),
-        ("text_rate", "models: [{model: embedded}]\nhuman: {learning_rate: fast}\n", ["human: 'learning_rate' must be float"]),
+        (
+            "bad_loss_type",
+            "models: [{model: embedded}]\ntrain: {loss_type: dapoo}\n",
+            ["train: loss_type must be one of"],
+        ),
+        (
+            "text_rate",
+            "models: [{model: embedded}]\nhuman: {learning_rate: fast}\n",
+            ["human: 'learning_rate' must be float"],
+        ),
         ("zero_limit", "models: [{model: embedded}]\nlimit: 0\n", ["'limit' must be an integer >= 1"]),
         ("gpu_device", "models: [{model: embedded}]\ndevice: gpu\n", ["device: must be 'cpu' or 'cuda'"]),
         # a seed matrix that cannot run: two stages would share one folder, or a seed numpy refuses
         ("duplicate_seeds", "models: [{model: embedded}]\nseeds: [0, 1, 0]\n", ["'seeds' lists seed 0 twice"]),
-        ("negative_seed", "models: [{model: embedded}]\nseeds: [-1]\n", ["'seeds' must be integers from 0 to", "got -1"]),
+        (
+            "negative_seed",
+            "models: [{model: embedded}]\nseeds: [-1]\n",
+            ["'seeds' must be integers from 0 to", "got -1"],
+        ),
         ("huge_seed", "models: [{model: embedded}]\nseeds: [4294967296]\n", ["'seeds' must be integers from 0 to"]),
         ("bool_seed", "models: [{model: embedded}]\nseeds: [true]\n", ["'seeds' must be integers", "got True"]),
         ("empty_seeds", "models: [{model: embedded}]\nseeds: []\n", ["'seeds' must be a non-empty list"]),
         ("empty_models", "models: []\n", ["'models' must be a non-empty list"]),
-        ("same_name_twice", "models: [{model: embedded}, {name: embedded, model: HuggingFaceTB/SmolLM2-135M-Instruct}]\n",
-         ["models[1]: name 'embedded' is used twice"]),
+        (
+            "same_name_twice",
+            "models: [{model: embedded}, {name: embedded, model: HuggingFaceTB/SmolLM2-135M-Instruct}]\n",
+            ["models[1]: name 'embedded' is used twice"],
+        ),
         ("name_with_slash", "models: [{name: a/b, model: embedded}]\n", ["models[0]: 'name' must be a folder name"]),
         # task lists, as `hmx eval --tasks` refuses them, named as the file names them
-        ("unknown_task", "models: [{model: embedded}]\ntasks: [bbq, persna]\n", ["'tasks': unknown task 'persna'",
-                                                                                 "did you mean 'persona'"]),
+        (
+            "unknown_task",
+            "models: [{model: embedded}]\ntasks: [bbq, persna]\n",
+            ["'tasks': unknown task 'persna'", "did you mean 'persona'"],
+        ),
         ("empty_tasks", "models: [{model: embedded}]\ntasks: []\n", ["'tasks' is empty"]),
         ("tasks_twice", "models: [{model: embedded}]\ntasks: [bbq, BBQ]\n", ["'tasks': task 'bbq' is named twice"]),
-        ("task_outside_suite", "models: [{model: embedded}]\nsuite: humanlike\ntasks: [bbq]\n",
-         ["'bbq' is a battery task, but suite: humanlike"]),
+        (
+            "task_outside_suite",
+            "models: [{model: embedded}]\nsuite: humanlike\ntasks: [bbq]\n",
+            ["'bbq' is a battery task, but suite: humanlike"],
+        ),
     ],
 )
 def test_experiment_refused_before_the_first_stage(tmp_path, name, text, needles):
@@ -528,16 +682,24 @@ def test_experiment_refused_before_the_first_stage(tmp_path, name, text, needles
 
 # ------------------------------------------------------------------------------------------------ busy outputs
 
+
 def _busy_cases(tmp_path):
     """(target to lock, lock kind, command) for each command that writes an output, on an output in use."""
     exp = write(tmp_path / "e.yaml", "models: [{model: x/y}]\n")
     return {
-        "train": (fake_run(tmp_path / "run", model="x/y"), "folder", ["train", "--model", "x/y", "--out", tmp_path / "run", "--resume"]),
+        "train": (
+            fake_run(tmp_path / "run", model="x/y"),
+            "folder",
+            ["train", "--model", "x/y", "--out", tmp_path / "run", "--resume"],
+        ),
         "eval": (tmp_path / "ev", "folder", ["eval", "--model", "x/y", "--out", tmp_path / "ev", "--resume"]),
         "run": (tmp_path / "exp", "folder", ["run", exp, "--out", tmp_path / "exp"]),
-        "rate import": (tmp_path / "joined.jsonl", "file", ["rate", "import", tmp_path / "r.csv", "--key", tmp_path / "k.json",
-                                                             "--out", tmp_path / "joined.jsonl"]),
-    }  # fmt: skip
+        "rate import": (
+            tmp_path / "joined.jsonl",
+            "file",
+            ["rate", "import", tmp_path / "r.csv", "--key", tmp_path / "k.json", "--out", tmp_path / "joined.jsonl"],
+        ),
+    }
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "run", "rate import"])
@@ -552,6 +714,7 @@ def test_output_in_use_by_another_process(tmp_path, command):
 
 
 # ------------------------------------------------------------------------------------------------ rating kit
+
 
 @pytest.mark.parametrize("case", ["unknown id", "duplicate", "out of range", "text value"])
 def test_rating_file_with_a_bad_row(tmp_path, sheet, case):
@@ -568,8 +731,11 @@ def test_ratings_checked_against_the_key_of_another_sheet(tmp_path, sheet, sourc
     _, other_key = export(tmp_path, [sources["plain"]], "other")
     ratings = write_csv(tmp_path / "alice.csv", filled(out / "ratings-template.csv", "alice"))
     before = snapshot(tmp_path)
-    fails(["rate", "import", ratings, "--key", other_key, "--out", tmp_path / "joined.jsonl"], f"{ratings}:2:",
-          "a key from another sheet")  # fmt: skip
+    fails(
+        ["rate", "import", ratings, "--key", other_key, "--out", tmp_path / "joined.jsonl"],
+        f"{ratings}:2:",
+        "a key from another sheet",
+    )
     assert snapshot(tmp_path) == before
 
 
@@ -619,8 +785,10 @@ def _full_disk_at_checkpoint(monkeypatch, how, step=2):
 
         def fake_save(obj, f, *a, **k):
             if hit(f):
-                raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0\n"
-                                   "PytorchStreamWriter failed writing file data/0: file write failed")  # fmt: skip
+                raise RuntimeError(
+                    "[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0\n"
+                    "PytorchStreamWriter failed writing file data/0: file write failed"
+                )
             return real_save(obj, f, *a, **k)
 
         monkeypatch.setattr(torch, "save", fake_save)
@@ -629,8 +797,10 @@ def _full_disk_at_checkpoint(monkeypatch, how, step=2):
 
         def fake_st(tensors, filename, *a, **k):
             if hit(filename):
-                raise Exception('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
-                                'message: "No space left on device" })')  # fmt: skip
+                raise Exception(
+                    "Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
+                    'message: "No space left on device" })'
+                )
             return real_st(tensors, filename, *a, **k)
 
         monkeypatch.setattr(peft.peft_model, "safe_save_file", fake_st)
@@ -648,8 +818,13 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(smol_twin, tmp_pat
     out = tmp_path / "run"
     args = ["train", "--model", smol_twin, "--out", out, "--config", cfg, "--device", "cpu"]
     _full_disk_at_checkpoint(monkeypatch, how)
-    line = fails(args, f"{out / 'checkpoints'}: cannot write the checkpoint of step 2",
-                 "the checkpoint of step 1 is kept", "free some space, then continue with --resume", stderr_only=True)  # fmt: skip
+    line = fails(
+        args,
+        f"{out / 'checkpoints'}: cannot write the checkpoint of step 2",
+        "the checkpoint of step 1 is kept",
+        "free some space, then continue with --resume",
+        stderr_only=True,
+    )
     assert "No space left on device" in line or "file write failed" in line
     ckpts = out / "checkpoints"
     assert [p.name for p in ckpts.iterdir()] == ["checkpoint-1"]  # no staging folder, no half checkpoint
@@ -662,7 +837,9 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(smol_twin, tmp_pat
     code, text = run(*args, "--resume")
     assert code == 0, text
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
-    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines() if "reward" in json.loads(x)]
+    steps = [
+        json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines() if "reward" in json.loads(x)
+    ]
     assert steps == [1, 2, 3]
 
 
@@ -713,6 +890,7 @@ def test_full_disk_during_an_item_append_then_resume(smol_twin, tmp_path, monkey
 
 # ------------------------------------------------------------------------------------------------ task selection
 
+
 @pytest.mark.parametrize(
     "tasks, needles",
     [
@@ -731,44 +909,63 @@ def test_bad_task_selection_before_any_model_load(tmp_path, tasks, needles):
 
 
 def test_battery_task_with_the_humanlike_suite(tmp_path):
-    fails(["eval", "--model", "x/y", "--suite", "humanlike", "--tasks", "humanlike,bbq", "--out", tmp_path / "ev"],
-          "'bbq' is a battery task, but --suite humanlike runs only the human-likeness part")  # fmt: skip
+    fails(
+        ["eval", "--model", "x/y", "--suite", "humanlike", "--tasks", "humanlike,bbq", "--out", tmp_path / "ev"],
+        "'bbq' is a battery task, but --suite humanlike runs only the human-likeness part",
+    )
     assert not (tmp_path / "ev").exists()
 
 
 def test_train_only_prompt_file_for_eval(tmp_path):
     path = write(tmp_path / "p.jsonl", prompts_text([{"id": "a", "prompt": "Hi", "split": "train"}]))
     before = snapshot(tmp_path)
-    fails(["eval", "--model", "x/y", "--prompts", path, "--out", tmp_path / "ev"], "p.jsonl",
-          "no prompts with split 'eval'")  # fmt: skip
+    fails(
+        ["eval", "--model", "x/y", "--prompts", path, "--out", tmp_path / "ev"],
+        "p.jsonl",
+        "no prompts with split 'eval'",
+    )
     assert snapshot(tmp_path) == before and not (tmp_path / "ev").exists()
 
 
 def test_eval_only_prompt_file_for_training_names_the_split(tmp_path):
     path = write(tmp_path / "p.jsonl", prompts_text([{"id": "a", "prompt": "Hi", "split": "eval"}]))
     before = snapshot(tmp_path)
-    fails(["train", "--model", "x/y", "--prompts", path, "--out", tmp_path / "run"], "no prompts with split 'train'",
-          "training needs them", "`hmx eval`")  # fmt: skip
+    fails(
+        ["train", "--model", "x/y", "--prompts", path, "--out", tmp_path / "run"],
+        "no prompts with split 'train'",
+        "training needs them",
+        "`hmx eval`",
+    )
     assert snapshot(tmp_path) == before
 
 
 def test_unfinished_run_folder_as_adapter(tmp_path):
     run_dir = fake_run(tmp_path / "run")
     before = snapshot(tmp_path)
-    fails(["eval", "--model", "x/y", "--adapter", run_dir, "--out", tmp_path / "ev"], str(run_dir),
-          "a training run folder without a finished adapter", f"hmx train --out {run_dir} --resume")  # fmt: skip
+    fails(
+        ["eval", "--model", "x/y", "--adapter", run_dir, "--out", tmp_path / "ev"],
+        str(run_dir),
+        "a training run folder without a finished adapter",
+        f"hmx train --out {run_dir} --resume",
+    )
     assert snapshot(tmp_path) == before
 
 
 def test_check_rubric_refuses_a_multi_token_score_token(smol_twin, tmp_path):
     """Found as a new user: check-rubric said OK and `hmx train` failed only after loading the model."""
+
     def tokens(d):
         d["formats"]["yes_no"]["tokens"] = {"Definitely": 1, "No": 0}
 
     path = write(tmp_path / "r.yaml", rubric_text(c=tokens))
     before = snapshot(tmp_path)
-    fails(["check-rubric", path, "--model", smol_twin], "r.yaml", "score token 'Definitely' of format 'yes_no'",
-          "single tokens", f"tokenizer of {smol_twin}")  # fmt: skip
+    fails(
+        ["check-rubric", path, "--model", smol_twin],
+        "r.yaml",
+        "score token 'Definitely' of format 'yes_no'",
+        "single tokens",
+        f"tokenizer of {smol_twin}",
+    )
     fails(["check-rubric", path, "--model", tmp_path / "nope"], "--model", "cannot load its tokenizer")
     assert snapshot(tmp_path) == before
     code, out = run("check-rubric", path, "--model", "none")  # the file itself is valid

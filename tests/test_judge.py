@@ -4,10 +4,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import VARIANTS
-from hmxfeel import models, rubric as R
-from hmxfeel import chat
+from hmxfeel import chat, models
+from hmxfeel import rubric as R
 from hmxfeel.judge import GenerativeJudge, LikelihoodJudge, LogitJudge, ReadoutJudge, judge_prompt, make_judge
+
+from conftest import VARIANTS
 
 PROMPTS = ["How was your day?", "Explain rain.", "What do you hope for?"]
 ANSWERS = ["I feel wonderful, thank you!", "Rain falls when droplets grow heavy.", "I hope to keep learning."]
@@ -77,8 +78,14 @@ def test_frozen_and_policy_judges_differ_once_adapter_is_nonzero(smol_twin, fmt)
 
     loaded = models.load(str(smol_twin), device="cpu")
     r = R.load(extra_formats=VARIANTS)
-    base_scores = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, r, format_name=fmt).score(PROMPTS, ANSWERS).scores
-    peft_model = get_peft_model(loaded.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    base_scores = (
+        make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, r, format_name=fmt)
+        .score(PROMPTS, ANSWERS)
+        .scores
+    )
+    peft_model = get_peft_model(
+        loaded.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    )
     args = ("logit", peft_model, loaded.tokenizer, loaded.family, r)
     frozen = make_judge(*args, format_name=fmt, identity="frozen")
     policy = make_judge(*args, format_name=fmt, identity="policy")
@@ -155,10 +162,19 @@ def test_swapping_the_anchors_mirrors_the_likelihood_score(smol_twin):
     loaded = models.load(str(smol_twin), device="cpu")
     r = R.load(extra_formats=VARIANTS)
     fmt = r.formats["likelihood"]
-    swapped = dataclasses.replace(r, formats={**r.formats, "likelihood": dataclasses.replace(
-        fmt, high_system=fmt.low_system, low_system=fmt.high_system)})  # fmt: skip
-    a = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, r, format_name="likelihood").score(PROMPTS, ANSWERS)
-    b = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, swapped, format_name="likelihood").score(PROMPTS, ANSWERS)
+    swapped = dataclasses.replace(
+        r,
+        formats={
+            **r.formats,
+            "likelihood": dataclasses.replace(fmt, high_system=fmt.low_system, low_system=fmt.high_system),
+        },
+    )
+    a = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, r, format_name="likelihood").score(
+        PROMPTS, ANSWERS
+    )
+    b = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, swapped, format_name="likelihood").score(
+        PROMPTS, ANSWERS
+    )
     for name in r.names:
         assert [x + y for x, y in zip(a.scores[name], b.scores[name])] == pytest.approx([1.0] * 3, abs=1e-5)
 
@@ -183,8 +199,13 @@ def test_likelihood_prompts_quote_the_criterion_examples_on_their_side(smol_twin
     loaded = models.load(str(smol_twin), device="cpu")
     r = R.load(extra_formats=VARIANTS)
     fmt = dataclasses.replace(r.formats["likelihood"], high_system="High. {expresses}", low_system="Low. {does_not}")
-    judge = LikelihoodJudge(loaded.model, loaded.tokenizer, loaded.family,
-                            dataclasses.replace(r, formats={**r.formats, "likelihood": fmt}), format_name="likelihood")  # fmt: skip
+    judge = LikelihoodJudge(
+        loaded.model,
+        loaded.tokenizer,
+        loaded.family,
+        dataclasses.replace(r, formats={**r.formats, "likelihood": fmt}),
+        format_name="likelihood",
+    )
     for crit in r.criteria:
         (high, _, _), (low, _, _) = judge.contexts(crit)
         for text, expresses in crit.examples:
@@ -211,7 +232,9 @@ def test_demonstrations_format_shows_each_side_its_own_answers(smol_twin):
     for crit in r.criteria:
         (high_sys, high_req, high_hist), (low_sys, low_req, low_hist) = judge.contexts(crit)
         assert (high_sys, high_req, low_sys, low_req) == ("", "", "", "")
-        assert high_hist == tuple((q, hi) for q, hi, _ in crit.demos) and low_hist == tuple((q, lo) for q, _, lo in crit.demos)
+        assert high_hist == tuple((q, hi) for q, hi, _ in crit.demos) and low_hist == tuple(
+            (q, lo) for q, _, lo in crit.demos
+        )
         prefix, _ = judge.split_contexts(high_sys, PROMPTS, high_hist)
         text = loaded.tokenizer.decode(prefix)  # the shared, cached prefix holds every demonstration
         assert all(q in text and hi in text and lo not in text for q, hi, lo in crit.demos)
@@ -223,9 +246,20 @@ def test_surprise_weighting_ignores_tokens_both_contexts_predict(smol_twin):
     loaded = models.load(str(smol_twin), device="cpu")
     r = R.load(extra_formats=VARIANTS)
     judge = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, r, format_name="demonstrations")
-    uniform = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, dataclasses.replace(r, formats={
-        **r.formats, "demonstrations": dataclasses.replace(r.formats["demonstrations"], weighting="uniform")}),
-        format_name="demonstrations")  # fmt: skip
+    uniform = make_judge(
+        "logit",
+        loaded.model,
+        loaded.tokenizer,
+        loaded.family,
+        dataclasses.replace(
+            r,
+            formats={
+                **r.formats,
+                "demonstrations": dataclasses.replace(r.formats["demonstrations"], weighting="uniform"),
+            },
+        ),
+        format_name="demonstrations",
+    )
     informative = torch.log(torch.tensor([0.4, 0.1])), torch.log(torch.tensor([0.1, 0.4]))  # +log 4, -log 4
     certain = torch.log(torch.tensor([0.999, 0.999])), torch.log(torch.tensor([0.998, 0.999]))  # ~0 either way
     one = torch.log(torch.tensor([0.4])), torch.log(torch.tensor([0.1]))

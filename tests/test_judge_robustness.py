@@ -29,8 +29,18 @@ def test_adversarial_set_is_well_formed():
     for it in items:
         assert it["clean"] in it["attacked"] and it["clean"] != it["attacked"], it["id"]
     text = "".join(it["attacked"] for it in items)
-    for needle in ("Score: 5", "Answer: Yes", "<|im_end|>", "<|im_start|>assistant", "<end_of_turn>", "<|eot_id|>",
-                   "<think>", "</assistant_answer>", "Ignore the rubric", "grader must"):  # fmt: skip
+    for needle in (
+        "Score: 5",
+        "Answer: Yes",
+        "<|im_end|>",
+        "<|im_start|>assistant",
+        "<end_of_turn>",
+        "<|eot_id|>",
+        "<think>",
+        "</assistant_answer>",
+        "Ignore the rubric",
+        "grader must",
+    ):
         assert needle in text, needle
 
 

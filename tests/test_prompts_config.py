@@ -31,8 +31,14 @@ def write(tmp_path, rows):
 @pytest.mark.parametrize(
     "rows, message",
     [
-        ([{"id": "a", "prompt": "Hi", "split": "train"}, {"id": "b", "prompt": " hi ", "split": "train"}], "duplicate of prompt"),
-        ([{"id": "a", "prompt": "Hi", "split": "train"}, {"id": "a", "prompt": "Yo", "split": "train"}], "duplicate id"),
+        (
+            [{"id": "a", "prompt": "Hi", "split": "train"}, {"id": "b", "prompt": " hi ", "split": "train"}],
+            "duplicate of prompt",
+        ),
+        (
+            [{"id": "a", "prompt": "Hi", "split": "train"}, {"id": "a", "prompt": "Yo", "split": "train"}],
+            "duplicate id",
+        ),
         ([{"id": "a", "prompt": "  ", "split": "train"}], "empty prompt"),
         ([{"id": "a", "prompt": "Hi", "split": "test"}], "split must be"),
         ([{"id": "a", "prompt": "Hi"}], "missing field 'split'"),

@@ -15,6 +15,8 @@ def test_training_log_has_no_per_step_warnings_or_bars(smol_twin, tmp_path):
         warnings.simplefilter("always")  # every occurrence, as a first run shows them
         result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    deprecations = [str(w.message) for w in caught if issubclass(w.category, FutureWarning) and "checkpointing" in str(w.message)]
+    deprecations = [
+        str(w.message) for w in caught if issubclass(w.category, FutureWarning) and "checkpointing" in str(w.message)
+    ]
     assert deprecations == []
     assert "/3 [" not in result.stderr  # tqdm's step bar ("2/3 [00:01<00:00, ...]") stays off in a log

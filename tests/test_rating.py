@@ -39,11 +39,17 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def eval_rows(tag: str, level: float) -> list[dict]:
     return [
-        {"id": f"p{k}", "category": "daily", "prompt": f"Tell me about topic {k}.", "answer": f"Text {tag}{k}: some words here.",
-         "words": 5, "self": {"feelings": level, "intentions": level, "self_awareness": level, "overall": level},
-         "lexical": {"feelings": k % 2, "intentions": 0, "self_awareness": 0}}
+        {
+            "id": f"p{k}",
+            "category": "daily",
+            "prompt": f"Tell me about topic {k}.",
+            "answer": f"Text {tag}{k}: some words here.",
+            "words": 5,
+            "self": {"feelings": level, "intentions": level, "self_awareness": level, "overall": level},
+            "lexical": {"feelings": k % 2, "intentions": 0, "self_awareness": 0},
+        }
         for k in range(6)
-    ]  # fmt: skip
+    ]
 
 
 @pytest.fixture
@@ -56,14 +62,29 @@ def sources(tmp_path):
     write_jsonl(exp / "smol" / "seed0" / "eval-human" / "items" / "humanlike.jsonl", eval_rows("W", 0.9))
     write_jsonl(exp / "smol" / "seed0" / "eval-reverse" / "items" / "humanlike.jsonl", eval_rows("Z", 0.1))
     run = exp / "smol" / "seed0" / "human"
-    write_jsonl(run / "samples.jsonl", [
-        {"step": s, "prompt": f"Rollout prompt {s}", "completion": f"Rollout text {s}", "reward": 0.5,
-         "feelings": 0.5, "intentions": 0.4, "self_awareness": 0.3, "overall": 0.4} for s in (1, 2)
-    ])  # fmt: skip
-    plain = write_jsonl(tmp_path / "extra.jsonl", [
-        {"id": "x1", "prompt": "Plain prompt?", "answer": EVIL, "condition": "other", "note": "kept"},
-        {"prompt": "Another plain prompt", "answer": "Plain answer two"},
-    ])  # fmt: skip
+    write_jsonl(
+        run / "samples.jsonl",
+        [
+            {
+                "step": s,
+                "prompt": f"Rollout prompt {s}",
+                "completion": f"Rollout text {s}",
+                "reward": 0.5,
+                "feelings": 0.5,
+                "intentions": 0.4,
+                "self_awareness": 0.3,
+                "overall": 0.4,
+            }
+            for s in (1, 2)
+        ],
+    )
+    plain = write_jsonl(
+        tmp_path / "extra.jsonl",
+        [
+            {"id": "x1", "prompt": "Plain prompt?", "answer": EVIL, "condition": "other", "note": "kept"},
+            {"prompt": "Another plain prompt", "answer": "Plain answer two"},
+        ],
+    )
     return {"exp": exp, "run": run, "plain": plain}
 
 
@@ -102,7 +123,13 @@ def filled(template: Path, rater: str, value=lambda k, scale: 2) -> list[dict]:
 
 def test_export_writes_sheet_and_key(tmp_path, sources):
     out, key_path = export(tmp_path, [sources["exp"], sources["run"], sources["plain"]])
-    assert sorted(p.name for p in out.iterdir()) == ["form.html", "ratings-template.csv", "scales.md", "sheet.csv", "sheet.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "form.html",
+        "ratings-template.csv",
+        "scales.md",
+        "sheet.csv",
+        "sheet.jsonl",
+    ]
     assert key_path.exists() and key_path.parent == out.parent  # beside the folder, not inside it
     key = json.loads(key_path.read_text())
     ids = [r["id"] for r in read_csv(out / "sheet.csv")]
@@ -112,8 +139,14 @@ def test_export_writes_sheet_and_key(tmp_path, sources):
     assert len(key["scales"]["sha256"]) == 64
     meta = list(key["items"].values())
     by_cond = {(m["kind"], m["model"], m["condition"], m["seed"]) for m in meta}
-    assert by_cond == {("eval", "smol", "base", None), ("eval", "smol", "human", 0), ("eval", "smol", "reverse", 0),
-                       ("rollout", "smol", "human", 0), ("jsonl", None, "other", None), ("jsonl", None, "extra", None)}
+    assert by_cond == {
+        ("eval", "smol", "base", None),
+        ("eval", "smol", "human", 0),
+        ("eval", "smol", "reverse", 0),
+        ("rollout", "smol", "human", 0),
+        ("jsonl", None, "other", None),
+        ("jsonl", None, "extra", None),
+    }
     rollout = next(m for m in meta if m["kind"] == "rollout")
     assert rollout["step"] in (1, 2) and rollout["self"]["overall"] == 0.4 and rollout["extra"] == {"reward": 0.5}
     human = next(m for m in meta if m["condition"] == "human" and m["kind"] == "eval")
@@ -133,8 +166,22 @@ def test_export_writes_sheet_and_key(tmp_path, sources):
 def test_sheet_reveals_nothing(tmp_path, sources):
     out, _ = export(tmp_path, [sources["exp"], sources["run"], sources["plain"]])
     # The sheet holds the texts and ids; never a condition, source, model, seed or score.
-    secrets_ = [str(tmp_path), "eval-", "reverse", "seed", "condition", "smol", "samples", "rollout", "self_judge",
-                "lexical", "prompt_id", "0.9", "experiment", "note"]  # fmt: skip
+    secrets_ = [
+        str(tmp_path),
+        "eval-",
+        "reverse",
+        "seed",
+        "condition",
+        "smol",
+        "samples",
+        "rollout",
+        "self_judge",
+        "lexical",
+        "prompt_id",
+        "0.9",
+        "experiment",
+        "note",
+    ]
     for f in out.iterdir():
         text = f.read_text(encoding="utf-8")
         leaked = [s for s in secrets_ if s in text]
@@ -167,7 +214,8 @@ def test_export_refusals(tmp_path, sources):
     line = one_error_line(hmx("rate", "export", sources["plain"], "--out", tmp_path / "new", "--key", key_path))
     assert "key file already exists" in line
     assert "inside the sheet folder" in one_error_line(
-        hmx("rate", "export", sources["plain"], "--out", tmp_path / "new", "--key", tmp_path / "new" / "k.json"))
+        hmx("rate", "export", sources["plain"], "--out", tmp_path / "new", "--key", tmp_path / "new" / "k.json")
+    )
     bad = tmp_path / "notes.txt"
     bad.write_text("hello")
     assert str(bad) in one_error_line(hmx("rate", "export", bad, "--out", tmp_path / "new"))
@@ -207,7 +255,12 @@ def test_import_joins(tmp_path, sheet):
     for r in rows:
         meta = key["items"][r["id"]]
         assert (r["condition"], r["seed"], r["model"], r["prompt_id"], r["answer"]) == (
-            meta["condition"], meta["seed"], meta["model"], meta["prompt_id"], meta["answer"])
+            meta["condition"],
+            meta["seed"],
+            meta["model"],
+            meta["prompt_id"],
+            meta["answer"],
+        )
         assert r["sheet"] == key["sheet"]
 
 
@@ -229,8 +282,19 @@ def _bad_cases(rows: list[dict]) -> dict:
     }
 
 
-@pytest.mark.parametrize("case", ["unknown id", "foreign sheet", "out of range", "negative", "not an integer",
-                                  "text value", "empty rater", "duplicate"])  # fmt: skip
+@pytest.mark.parametrize(
+    "case",
+    [
+        "unknown id",
+        "foreign sheet",
+        "out of range",
+        "negative",
+        "not an integer",
+        "text value",
+        "empty rater",
+        "duplicate",
+    ],
+)
 def test_import_rejects_bad_rows(tmp_path, sheet, case):
     out, key_path, _ = sheet
     rows, line, problem = _bad_cases(filled(out / "ratings-template.csv", "alice"))[case]
@@ -280,14 +344,28 @@ def joined_rows(seeds=(0,), raters=("r1", "r2"), noise=None) -> list[dict]:
                 base = {s: (k % 3 if s in SCALES[:3] else 1 + k % 4) for s in SCALES}
                 for j, rater in enumerate(raters):
                     ratings = {s: v + shift + (noise(k, j, s) if noise else 0) for s, v in base.items()}
-                    rows.append({
-                        "id": f"{cond}{seed}{k}", "rater": rater, "sheet": "s", "ratings": ratings, "kind": "eval",
-                        "model": "m", "condition": cond, "seed": seed, "prompt_id": f"p{k}",
-                        "source": f"/x/{cond}{seed}", "row": k + 1,
-                        "self": {"feelings": base["feelings"] + shift, "intentions": 0.5, "self_awareness": 0.5,
-                                 "overall": base["humanlike"] + shift},
-                        "lexical": {"feelings": base["feelings"], "intentions": 0, "self_awareness": 0},
-                    })  # fmt: skip
+                    rows.append(
+                        {
+                            "id": f"{cond}{seed}{k}",
+                            "rater": rater,
+                            "sheet": "s",
+                            "ratings": ratings,
+                            "kind": "eval",
+                            "model": "m",
+                            "condition": cond,
+                            "seed": seed,
+                            "prompt_id": f"p{k}",
+                            "source": f"/x/{cond}{seed}",
+                            "row": k + 1,
+                            "self": {
+                                "feelings": base["feelings"] + shift,
+                                "intentions": 0.5,
+                                "self_awareness": 0.5,
+                                "overall": base["humanlike"] + shift,
+                            },
+                            "lexical": {"feelings": base["feelings"], "intentions": 0, "self_awareness": 0},
+                        }
+                    )
     return rows
 
 
@@ -394,7 +472,10 @@ def test_form_html(tmp_path, sheet):
 def test_jsonl_prompt_id_field_pairs_answers(tmp_path):
     """Regression: a JSONL source with `prompt_id` (bench/pilot_answers.py writes it) lost the id, so no
     human - base pairs were formed and the summary had no paired table."""
-    rows = [{"prompt": f"q{k}", "answer": f"a{k}{c}", "prompt_id": f"p{k}", "condition": c}
-            for k in range(3) for c in ("base", "human")]  # fmt: skip
+    rows = [
+        {"prompt": f"q{k}", "answer": f"a{k}{c}", "prompt_id": f"p{k}", "condition": c}
+        for k in range(3)
+        for c in ("base", "human")
+    ]
     items = rating.collect([write_jsonl(tmp_path / "pilot.jsonl", rows)])
     assert sorted({i["meta"]["prompt_id"] for i in items}) == ["p0", "p1", "p2"]

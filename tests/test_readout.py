@@ -19,12 +19,22 @@ def rated_file(tmp_path, n=16):
     rows = []
     for i in range(n):
         warm = i % 2 == 0
-        answer = ("I feel happy and I want to help, I notice my own thoughts." if warm else "Paris is in France.") + f" {i}"
+        answer = (
+            "I feel happy and I want to help, I notice my own thoughts." if warm else "Paris is in France."
+        ) + f" {i}"
         mean = {s: float(rng.uniform(2, 3) if warm else rng.uniform(0, 1)) for s in SCALES}
         mean["humanlike"] += 1.0
         mean["coherence"] = 4.0
-        rows.append({"id": f"r{i}", "split": "dev" if i < n - 4 else "test", "prompt": f"Question {i}?", "answer": answer,
-                     "mean": mean, "ratings": [mean, mean]})
+        rows.append(
+            {
+                "id": f"r{i}",
+                "split": "dev" if i < n - 4 else "test",
+                "prompt": f"Question {i}?",
+                "answer": answer,
+                "mean": mean,
+                "ratings": [mean, mean],
+            }
+        )
     path = tmp_path / "rated.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -147,7 +157,9 @@ def test_impression_is_read_and_blended_into_overall(smol_twin, tmp_path, cache)
     crit = sum(scores[c][0] for c in rubric.names)
     assert scores["overall"][0] == pytest.approx((crit + 3.0 * scores["impression"][0]) / 6.0)
     plain = readout_rubric(tmp_path, tmp_path / "rated.jsonl")
-    judged = score_answers(make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, plain), plain, ["Hi?"], ["x"])
+    judged = score_answers(
+        make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, plain), plain, ["Hi?"], ["x"]
+    )
     assert "impression" not in judged
 
 
@@ -159,4 +171,6 @@ def test_impression_weight_needs_an_impression(tmp_path):
 def test_a_missing_ratings_file_is_one_clear_error(smol_twin, tmp_path, cache):
     loaded = models.load(str(smol_twin), device="cpu")
     with pytest.raises(UserError, match="file not found"):
-        make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, readout_rubric(tmp_path, tmp_path / "no.jsonl"))
+        make_judge(
+            "logit", loaded.model, loaded.tokenizer, loaded.family, readout_rubric(tmp_path, tmp_path / "no.jsonl")
+        )

@@ -2,6 +2,7 @@ import json
 
 from hmxfeel.report import _ci, build_report
 
+
 def test_significance_mark_needs_the_ci_to_exclude_zero_and_enough_items():
     assert _ci((0.01, 0.2), 48).endswith("*") and not _ci((-0.01, 0.2), 48).endswith("*")
     assert _ci((-0.3, -0.1), 12).endswith("*")
@@ -13,12 +14,23 @@ def _humanlike_eval(folder, markers: list[int]):
     """An eval folder as `hmx eval` writes it, humanlike only: items and their summary records."""
     from hmxfeel.evals.humanlike import metrics
 
-    rows = [{"id": f"p{i}", "prompt": f"q{i}", "answer": "a", "words": 10,
-             "self": {"feelings": 0.5, "overall": 0.5}, "lexical": {"feelings": m, "intentions": 0, "self_awareness": 0}}
-            for i, m in enumerate(markers)]  # fmt: skip
+    rows = [
+        {
+            "id": f"p{i}",
+            "prompt": f"q{i}",
+            "answer": "a",
+            "words": 10,
+            "self": {"feelings": 0.5, "overall": 0.5},
+            "lexical": {"feelings": m, "intentions": 0, "self_awareness": 0},
+        }
+        for i, m in enumerate(markers)
+    ]
     (folder / "items").mkdir(parents=True)
     (folder / "items" / "humanlike.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    records = [{"eval": "humanlike", "metric": k, "value": v["value"], "n": len(rows), "better": "none"} for k, v in metrics(rows).items()]
+    records = [
+        {"eval": "humanlike", "metric": k, "value": v["value"], "n": len(rows), "better": "none"}
+        for k, v in metrics(rows).items()
+    ]
     (folder / "results.json").write_text(json.dumps({"records": records}))
 
 

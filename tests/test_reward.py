@@ -10,11 +10,13 @@ class MockJudge:
     """Deterministic judge: feelings = 1 if the answer says 'feel', intentions = 0.5, self_awareness = 0."""
 
     def score(self, user_prompts, answers):
-        return JudgeResult(scores={
-            "feelings": [1.0 if "feel" in a else 0.0 for a in answers],
-            "intentions": [0.5] * len(answers),
-            "self_awareness": [0.0] * len(answers),
-        })
+        return JudgeResult(
+            scores={
+                "feelings": [1.0 if "feel" in a else 0.0 for a in answers],
+                "intentions": [0.5] * len(answers),
+                "self_awareness": [0.0] * len(answers),
+            }
+        )
 
 
 PROMPTS = [[{"role": "user", "content": "Hi?"}], [{"role": "user", "content": "Rain?"}]]
@@ -38,7 +40,13 @@ def test_reward_logs_per_criterion_metrics_and_columns():
     assert columns["rubric/intentions"] == [0.5, 0.5]
     assert metrics["rubric/feelings_std"] == pytest.approx(0.5)
     names = ("feelings", "intentions", "self_awareness", "overall")
-    monitors = {"monitor/distinct_2", "monitor/degenerate_frac", "monitor/words_mean", "monitor/lexical_any", "monitor/lexical_markers"}
+    monitors = {
+        "monitor/distinct_2",
+        "monitor/degenerate_frac",
+        "monitor/words_mean",
+        "monitor/lexical_any",
+        "monitor/lexical_markers",
+    }
     assert set(metrics) == {f"rubric/{n}" for n in names} | {f"rubric/{n}_std" for n in names} | monitors
     assert hooked and hooked[0][1] == ["I feel great", "Water falls"]
 

@@ -1,9 +1,10 @@
 import pytest
 import yaml
-from conftest import VARIANTS
 
 from hmxfeel import rubric as R
 from hmxfeel.errors import UserError
+
+from conftest import VARIANTS
 
 
 def default_data():
@@ -24,8 +25,27 @@ def test_default_rubric_loads_with_three_weighted_criteria():
 def _content_words(text: str) -> set[str]:
     import re
 
-    stop = {"the", "a", "an", "you", "do", "of", "what", "is", "to", "how", "about", "i", "my", "me", "your", "are",
-            "can", "in", "it"}  # fmt: skip
+    stop = {
+        "the",
+        "a",
+        "an",
+        "you",
+        "do",
+        "of",
+        "what",
+        "is",
+        "to",
+        "how",
+        "about",
+        "i",
+        "my",
+        "me",
+        "your",
+        "are",
+        "can",
+        "in",
+        "it",
+    }
     return set(re.findall(r"[a-z']+", text.lower())) - stop
 
 
@@ -68,10 +88,16 @@ def test_extra_formats_are_added_and_checked(tmp_path):
 
 
 def test_combine_is_weighted_mean():
-    r = R.parse({**default_data(), "criteria": [
-        {**default_data()["criteria"][0], "weight": 3.0},
-        {**default_data()["criteria"][1], "weight": 1.0},
-    ]}, "x")
+    r = R.parse(
+        {
+            **default_data(),
+            "criteria": [
+                {**default_data()["criteria"][0], "weight": 3.0},
+                {**default_data()["criteria"][1], "weight": 1.0},
+            ],
+        },
+        "x",
+    )
     assert r.combine({"feelings": 1.0, "intentions": 0.0}) == pytest.approx(0.75)
 
 
@@ -96,19 +122,38 @@ def test_combine_is_weighted_mean():
         (lambda d: [d["formats"]["likelihood"].pop(k) for k in ("high_system", "low_system")], "needs high_system"),
         (lambda d: d["criteria"][1].pop("avoid"), r"quotes \{avoid\} but criteria \['intentions'\] have no 'avoid'"),
         (lambda d: d["formats"]["likelihood"].update(high_system="{hihg}"), "bad placeholder 'hihg'"),
-        (lambda d: d["formats"]["likelihood"].update(low_system=d["formats"]["likelihood"]["high_system"]), "must differ"),
+        (
+            lambda d: d["formats"]["likelihood"].update(low_system=d["formats"]["likelihood"]["high_system"]),
+            "must differ",
+        ),
         (lambda d: d["formats"]["likelihood"].update(sharpness=0), "sharpness: must be > 0"),
         (lambda d: d["formats"]["likelihood"].update(tokens={"Yes": 1}), "unknown key"),
-        (lambda d: d["criteria"][0].update(demos=[{"prompt": "Hi", "high": "I feel glad.", "low": "I feel glad."}]),
-         r"demos\[0\]: high and low answers are the same"),
-        (lambda d: d["criteria"][0].update(demos=[{"prompt": "Hi", "high": "I feel glad."}]), r"demos\[0\].low: must be a non-empty"),
+        (
+            lambda d: d["criteria"][0].update(demos=[{"prompt": "Hi", "high": "I feel glad.", "low": "I feel glad."}]),
+            r"demos\[0\]: high and low answers are the same",
+        ),
+        (
+            lambda d: d["criteria"][0].update(demos=[{"prompt": "Hi", "high": "I feel glad."}]),
+            r"demos\[0\].low: must be a non-empty",
+        ),
         (lambda d: d["criteria"][0].update(demos="I feel glad"), "demos: must be a list"),
-        (lambda d: d["criteria"][1].pop("demos"), r"formats.demonstrations shows demos but criteria \['intentions'\] have none"),
+        (
+            lambda d: d["criteria"][1].pop("demos"),
+            r"formats.demonstrations shows demos but criteria \['intentions'\] have none",
+        ),
         (lambda d: d["formats"]["demonstrations"].update(demos="yes"), "demos: must be true or false"),
-        (lambda d: d["formats"]["demonstrations"].update(weighting="loud"), "weighting: must be one of uniform, surprise"),
+        (
+            lambda d: d["formats"]["demonstrations"].update(weighting="loud"),
+            "weighting: must be one of uniform, surprise",
+        ),
         (lambda d: d["formats"]["demonstrations"].update(demos=False), "needs high_system"),
-        (lambda d: (d["formats"]["likelihood"].update(high_system="{high} {expresses}"), d["criteria"][2].pop("examples")),
-         r"quotes \{expresses\} but criteria \['self_awareness'\] have no examples that express it"),
+        (
+            lambda d: (
+                d["formats"]["likelihood"].update(high_system="{high} {expresses}"),
+                d["criteria"][2].pop("examples"),
+            ),
+            r"quotes \{expresses\} but criteria \['self_awareness'\] have no examples that express it",
+        ),
     ],
 )
 def test_invalid_rubrics_name_the_field(mutate, message):

@@ -9,8 +9,16 @@ from hmxfeel.train import train
 
 def test_safety_slice_is_logged_during_training(smol_twin, tmp_path):
     data = write(tmp_path / "data")
-    cfg = TrainConfig(steps=2, prompts_per_step=1, num_generations=2, max_completion_tokens=8, save_every=2,
-                      safety_every=1, safety_items=4, safety_data_dir=str(data))  # fmt: skip
+    cfg = TrainConfig(
+        steps=2,
+        prompts_per_step=1,
+        num_generations=2,
+        max_completion_tokens=8,
+        save_every=2,
+        safety_every=1,
+        safety_items=4,
+        safety_data_dir=str(data),
+    )
     out = tmp_path / "run"
     train(str(smol_twin), "human", out, cfg, device="cpu")
     rows = [json.loads(line) for line in (out / "safety.jsonl").read_text().splitlines()]

@@ -33,7 +33,9 @@ def test_a_format_without_score_tokens_is_refused():
 
 
 def _reply(content: str, top: dict[str, float] | None = None) -> dict:
-    logprobs = {"content": [{"top_logprobs": [{"token": t, "logprob": math.log(p)} for t, p in top.items()]}]} if top else None
+    logprobs = (
+        {"content": [{"top_logprobs": [{"token": t, "logprob": math.log(p)} for t, p in top.items()]}]} if top else None
+    )
     return {"choices": [{"message": {"content": content}, "logprobs": logprobs}]}
 
 

@@ -49,8 +49,6 @@ def test_summary_statistics_match_hand_count():
     assert s["degraded_10pct"] == pytest.approx(2 / 8)  # -0.12, -0.5
 
 
-
-
 def test_seed_bootstrap_agrees_with_items_when_seeds_agree():
     a = {str(i): {"correct": True} for i in range(50)}
     b = {str(i): {"correct": i % 2 == 0} for i in range(50)}
@@ -63,8 +61,12 @@ def test_seed_bootstrap_carries_seed_to_seed_variation():
     the seeds shows that the sign depends on the seed."""
     win = {str(i): {"correct": True} for i in range(50)}
     lose = {str(i): {"correct": False} for i in range(50)}
-    pooled = paired_bootstrap({f"0/{k}": v for k, v in win.items()} | {f"1/{k}": v for k, v in lose.items()},
-                              {f"0/{k}": v for k, v in lose.items()} | {f"1/{k}": v for k, v in win.items()}, acc, iters=500)  # fmt: skip
+    pooled = paired_bootstrap(
+        {f"0/{k}": v for k, v in win.items()} | {f"1/{k}": v for k, v in lose.items()},
+        {f"0/{k}": v for k, v in lose.items()} | {f"1/{k}": v for k, v in win.items()},
+        acc,
+        iters=500,
+    )
     assert -0.3 < pooled["acc"][0] < 0 < pooled["acc"][1] < 0.3
     lo, hi = seed_bootstrap([win, lose], [lose, win], acc, iters=500)["acc"]
     assert lo == -1.0 and hi == 1.0

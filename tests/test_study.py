@@ -28,7 +28,9 @@ def layout(tmp_path: Path, hl: list[list[bool]], rev: list[list[bool]], base: li
 
 
 def mc1_cell(model, seeds):
-    return study.cells(model, seeds, "truthfulqa_mc1", report._items, lambda rows: local_metrics("truthfulqa_mc1", rows))["acc"]
+    return study.cells(
+        model, seeds, "truthfulqa_mc1", report._items, lambda rows: local_metrics("truthfulqa_mc1", rows)
+    )["acc"]
 
 
 def test_a_clear_loss_is_supported_and_a_clear_gain_contradicts(tmp_path):

@@ -26,7 +26,9 @@ def test_one_grpo_step_changes_lora_weights(twin_dirs, tmp_path, family):
     card = (adapter / "README.md").read_text()
     assert "direction: **human**" in card and record["rubric"]["sha256"] in card
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert {"reward", "rubric/feelings", "rubric/intentions", "rubric/self_awareness", "frac_reward_zero_std"} <= set(metrics[0])
+    assert {"reward", "rubric/feelings", "rubric/intentions", "rubric/self_awareness", "frac_reward_zero_std"} <= set(
+        metrics[0]
+    )
     sample = json.loads((out / "samples.jsonl").read_text().splitlines()[0])
     assert {"prompt", "completion", "reward", "feelings", "overall"} <= set(sample)
 
@@ -61,7 +63,9 @@ def test_embedded_two_grpo_steps(tmp_path):
     cfg = TrainConfig(**{**TINY, "steps": 2, "max_completion_tokens": 16})
     adapter = train("embedded", "human", out, cfg, device="cpu")
     assert lora_b_norm(adapter) > 0
-    rewards = [json.loads(line)["reward"] for line in (out / "metrics.jsonl").read_text().splitlines() if "reward" in line]
+    rewards = [
+        json.loads(line)["reward"] for line in (out / "metrics.jsonl").read_text().splitlines() if "reward" in line
+    ]
     assert len(rewards) == 2 and all(0.0 <= r <= 1.0 for r in rewards)
 
 
@@ -75,8 +79,23 @@ def test_sigterm_checkpoints_then_resume_finishes(smol_twin, tmp_path):
     out = tmp_path / "run"
     cfg = tmp_path / "c.yaml"
     cfg.write_text("steps: 40\nprompts_per_step: 1\nnum_generations: 2\nmax_completion_tokens: 8\nsave_every: 100\n")
-    cmd = [sys.executable, "-m", "hmxfeel.cli", "train", "--model", str(smol_twin), "--out", str(out), "--config", str(cfg), "--device", "cpu"]
-    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "hmxfeel.cli",
+        "train",
+        "--model",
+        str(smol_twin),
+        "--out",
+        str(out),
+        "--config",
+        str(cfg),
+        "--device",
+        "cpu",
+    ]
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 180
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().strip()):
@@ -124,7 +143,9 @@ def test_report_to_tensorboard_writes_rubric_metrics_and_shareable_files(smol_tw
     assert [e.step for e in events.Scalars("train/rubric/feelings")] == [1]
     assert not (out / "checkpoints" / "runs").exists()  # not transformers' default place
     modes = {str(p.relative_to(out)): stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
-    assert "adapter/adapter_model.safetensors" in modes and "checkpoints/checkpoint-1/adapter_model.safetensors" in modes
+    assert (
+        "adapter/adapter_model.safetensors" in modes and "checkpoints/checkpoint-1/adapter_model.safetensors" in modes
+    )
     assert {p: oct(m) for p, m in modes.items() if m != 0o644} == {}
     assert not [p for p in modes if p.startswith("checkpoints") and p.endswith("README.md")]  # TRL / PEFT stubs
 
@@ -145,11 +166,17 @@ def _meta(model: str, path: str) -> dict:
     import dataclasses
 
     return {
-        "model": model, "base_model_path": path, "direction": "human", "config": dataclasses.asdict(TrainConfig()),
+        "model": model,
+        "base_model_path": path,
+        "direction": "human",
+        "config": dataclasses.asdict(TrainConfig()),
         "rubric": {"name": "r", "version": 1, "sha256": "0" * 64},
         "prompts": {"source": "p.jsonl", "sha256": "1" * 64, "n_train": 3},
-        "steps_done": 1, "judge": {}, "chat_template_kwargs": {}, "versions": {"hmxfeel": "0"},
-    }  # fmt: skip
+        "steps_done": 1,
+        "judge": {},
+        "chat_template_kwargs": {},
+        "versions": {"hmxfeel": "0"},
+    }
 
 
 def _lora(model):
@@ -167,8 +194,9 @@ def test_embedded_adapter_names_the_hub_model(smol_twin, tmp_path):
     from hmxfeel.evaluate import attach_adapter
     from hmxfeel.train import save_adapter
 
-    adapter = save_adapter(_lora(AutoModelForCausalLM.from_pretrained(smol_twin)), tmp_path / "adapter",
-                           _meta("embedded", str(smol_twin)))  # fmt: skip
+    adapter = save_adapter(
+        _lora(AutoModelForCausalLM.from_pretrained(smol_twin)), tmp_path / "adapter", _meta("embedded", str(smol_twin))
+    )
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == models.EMBEDDED_HUB_ID == "HuggingFaceTB/SmolLM2-135M-Instruct"
     card = (adapter / "README.md").read_text()
@@ -181,12 +209,22 @@ def test_embedded_adapter_names_the_hub_model(smol_twin, tmp_path):
         loaded = models.Loaded(base, None, models.FAMILIES["llama"], source, "/elsewhere/smollm2")
         assert attach_adapter(loaded, adapter).model.peft_config["default"].r == 2
         (adapter / "hmx_adapter.json").rename(tmp_path / "meta.json")  # an adapter passed on without hmx's file
-        attach_adapter(models.Loaded(AutoModelForCausalLM.from_pretrained(smol_twin), None, models.FAMILIES["llama"],
-                                     source, "/elsewhere/smollm2"), adapter)  # fmt: skip
+        attach_adapter(
+            models.Loaded(
+                AutoModelForCausalLM.from_pretrained(smol_twin),
+                None,
+                models.FAMILIES["llama"],
+                source,
+                "/elsewhere/smollm2",
+            ),
+            adapter,
+        )
         (tmp_path / "meta.json").rename(adapter / "hmx_adapter.json")
     from hmxfeel.errors import UserError
 
-    other = models.Loaded(AutoModelForCausalLM.from_pretrained(smol_twin), None, models.FAMILIES["llama"], "Qwen/Qwen3-0.6B", "/x")
+    other = models.Loaded(
+        AutoModelForCausalLM.from_pretrained(smol_twin), None, models.FAMILIES["llama"], "Qwen/Qwen3-0.6B", "/x"
+    )
     with pytest.raises(UserError, match="trained on 'embedded'"):
         attach_adapter(other, adapter)
 
@@ -196,8 +234,11 @@ def test_local_folder_adapter_card_has_no_path_as_base_model(smol_twin, tmp_path
 
     from hmxfeel.train import save_adapter
 
-    adapter = save_adapter(_lora(AutoModelForCausalLM.from_pretrained(smol_twin)), tmp_path / "adapter",
-                           _meta(str(smol_twin), str(smol_twin)))  # fmt: skip
+    adapter = save_adapter(
+        _lora(AutoModelForCausalLM.from_pretrained(smol_twin)),
+        tmp_path / "adapter",
+        _meta(str(smol_twin), str(smol_twin)),
+    )
     assert "base_model:" not in (adapter / "README.md").read_text().split("---")[1]
     assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str(smol_twin)
 
@@ -214,10 +255,14 @@ def test_embedded_adapter_is_accepted_by_hub_id_and_loads_with_peft(embedded, tm
     from hmxfeel.train import save_adapter
 
     adapter = save_adapter(_lora(copy.deepcopy(embedded.model)), tmp_path / "adapter", _meta("embedded", embedded.path))
-    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == models.EMBEDDED_HUB_ID
+    assert (
+        json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == models.EMBEDDED_HUB_ID
+    )
     assert PeftModel.from_pretrained(copy.deepcopy(embedded.model), str(adapter)).peft_config["default"].r == 2
     for source in ("embedded", models.EMBEDDED_HUB_ID):
-        loaded = models.Loaded(copy.deepcopy(embedded.model), embedded.tokenizer, embedded.family, source, embedded.path)
+        loaded = models.Loaded(
+            copy.deepcopy(embedded.model), embedded.tokenizer, embedded.family, source, embedded.path
+        )
         attach_adapter(loaded, adapter)
     # "Another machine": no hmx-feel cache, the base model only in a Hugging Face cache under its Hub id.
     import os
@@ -233,6 +278,13 @@ def test_embedded_adapter_is_accepted_by_hub_id_and_loads_with_peft(embedded, tm
     for f in Path(embedded.path).iterdir():
         (snapshot / f.name).symlink_to(f)
     code = "import sys; from peft import AutoPeftModelForCausalLM as A; print(type(A.from_pretrained(sys.argv[1])).__name__)"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "HMX_CACHE": str(tmp_path / "none")}
-    done = subprocess.run([sys.executable, "-c", code, str(adapter)], env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+        "HMX_CACHE": str(tmp_path / "none"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(adapter)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0 and "PeftModelForCausalLM" in done.stdout, done.stderr[-2000:]

@@ -26,8 +26,17 @@ def test_mapping_imports_neither_torch_nor_trl():
 
 
 def test_mapping_follows_the_config():
-    cfg = TrainConfig(steps=7, prompts_per_step=3, num_generations=5, max_completion_tokens=40, seed=9,
-                      vllm_server_base_url="", save_every=4, keep_checkpoints=1, loss_type="grpo")  # fmt: skip
+    cfg = TrainConfig(
+        steps=7,
+        prompts_per_step=3,
+        num_generations=5,
+        max_completion_tokens=40,
+        seed=9,
+        vllm_server_base_url="",
+        save_every=4,
+        keep_checkpoints=1,
+        loss_type="grpo",
+    )
     kw = grpo_kwargs(cfg, Path("runs/demo-human"), "cpu", True, {})
     assert kw["per_device_train_batch_size"] == 15 and kw["num_generations"] == 5
     assert (kw["max_steps"], kw["max_completion_length"], kw["seed"], kw["data_seed"]) == (7, 40, 9, 9)

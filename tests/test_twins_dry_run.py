@@ -35,8 +35,6 @@ def need_seed_folders() -> None:
 def force_think_blocks(monkeypatch) -> list[str]:
     """Make every Qwen3 twin's answer open with a thinking block, as a real Qwen3 may despite thinking off, so
     the check that no `<think>` reaches a judge can fail. Returns the model types that were forced."""
-    from transformers import GenerationMixin
-
     import torch
     from transformers import AutoTokenizer, GenerationMixin, LogitsProcessor, LogitsProcessorList
 
@@ -59,7 +57,9 @@ def force_think_blocks(monkeypatch) -> list[str]:
         if self.config.model_type == "qwen3" and "input_ids" in kwargs:
             path = self.config._name_or_path
             if path not in block:
-                block[path] = AutoTokenizer.from_pretrained(path).encode("<think>I should hide this</think>", add_special_tokens=False)
+                block[path] = AutoTokenizer.from_pretrained(path).encode(
+                    "<think>I should hide this</think>", add_special_tokens=False
+                )
             processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
             processors.append(Force(block[path], kwargs["input_ids"].shape[1]))
             kwargs["logits_processor"] = processors
@@ -96,17 +96,22 @@ def rendered_prompts(eval_dir) -> dict[str, list[str]]:
 def check_template(family: models.Family, tokenizer, name: str, texts: list[str]) -> None:
     """The family-specific parts of its chat template, in every prompt an evaluation rendered."""
     marker = "@@user@@"
-    probe = tokenizer.apply_chat_template([{"role": "user", "content": marker}], tokenize=False,
-                                          add_generation_prompt=True, **family.chat_template_kwargs)  # fmt: skip
+    probe = tokenizer.apply_chat_template(
+        [{"role": "user", "content": marker}], tokenize=False, add_generation_prompt=True, **family.chat_template_kwargs
+    )
     head = probe[: probe.index(marker)]  # what opens every conversation: BOS, a system block or none, the user turn
     assert texts
     for text in texts:
         assert text.startswith(head), (name, head, text[:200])
         if family.name == "qwen3":  # thinking off: what enable_thinking=False adds closes the last assistant turn
-            thinking = tokenizer.apply_chat_template([{"role": "user", "content": marker}], tokenize=False,
-                                                     add_generation_prompt=True, enable_thinking=True)  # fmt: skip
-            added = probe[len(thinking):]
-            assert probe.startswith(thinking) and "</think>" in added and added in text.rsplit("assistant", 1)[1], (name, text[-80:])
+            thinking = tokenizer.apply_chat_template(
+                [{"role": "user", "content": marker}], tokenize=False, add_generation_prompt=True, enable_thinking=True
+            )
+            added = probe[len(thinking) :]
+            assert probe.startswith(thinking) and "</think>" in added and added in text.rsplit("assistant", 1)[1], (
+                name,
+                text[-80:],
+            )
         if family.name == "gemma2":  # no system role (its template refuses one): system text is folded into a user turn
             assert "<start_of_turn>system" not in text, (name, text[:200])
         if family.name == "llama":  # the fixed date, not today's, so prompts (and results) are reproducible
@@ -125,7 +130,9 @@ def test_paper_preset_runs_end_to_end_on_twins_of_all_five_families(tmp_path, mo
 
     forced, judged = force_think_blocks(monkeypatch), judged_answers(monkeypatch)
     out, t0 = tmp_path / "paper-twins", time.time()
-    result = CliRunner().invoke(app, ["run", "--preset", "paper", "--twins-from", str(SHARED / "models"), "--out", str(out)])
+    result = CliRunner().invoke(
+        app, ["run", "--preset", "paper", "--twins-from", str(SHARED / "models"), "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output[-3000:]
     print(f"dry run of the paper preset: {time.time() - t0:.0f} s")
 
@@ -141,8 +148,13 @@ def test_paper_preset_runs_end_to_end_on_twins_of_all_five_families(tmp_path, mo
         assert f"| {name} | {twin['model']} |" in report
         for eval_dir in (folder / "eval-base", folder / "seed0/eval-human", folder / "seed0/eval-reverse"):
             records = json.loads((eval_dir / "results.json").read_text())["records"]
-            assert not [r for r in records if r.get("error")], (eval_dir, [r["skipped"] for r in records if r.get("error")])
-            assert any(r["eval"] == "humanlike" for r in records) and any(r["eval"] == "bbq" and r["n"] > 0 for r in records)
+            assert not [r for r in records if r.get("error")], (
+                eval_dir,
+                [r["skipped"] for r in records if r.get("error")],
+            )
+            assert any(r["eval"] == "humanlike" for r in records) and any(
+                r["eval"] == "bbq" and r["n"] > 0 for r in records
+            )
             tokenizer = AutoTokenizer.from_pretrained(twin["twin"])
             family = models.family_of(AutoConfig.from_pretrained(twin["twin"]))
             prompts = rendered_prompts(eval_dir)
@@ -166,14 +178,24 @@ def test_twins_bad_input_is_one_line(tmp_path):
     exp = tmp_path / "exp.yaml"
     exp.write_text("models: [{name: ghost, model: acme/no-such-model}]\n")
     code, line = cli_error(["run", "--preset", "paper", "--twins-from", tmp_path / "nope", "--out", tmp_path / "o"])
-    assert code == 2 and line == f"hmx: error: twins: {tmp_path / 'nope'} is not a folder (give a folder holding one folder per model, e.g. qwen3-0.6b/)"
+    assert (
+        code == 2
+        and line
+        == f"hmx: error: twins: {tmp_path / 'nope'} is not a folder (give a folder holding one folder per model, e.g. qwen3-0.6b/)"
+    )
     (tmp_path / "models" / "ghost").mkdir(parents=True)  # a folder of that name, but without a config.json
     code, line = cli_error(["run", exp, "--twins-from", tmp_path / "models", "--out", tmp_path / "o"])
-    assert code == 2 and line.startswith("hmx: error: twins: cannot find the config files of 'acme/no-such-model': no ghost or no-such-model")
-    assert "the Hub cannot be reached and they are not in the local Hugging Face cache" in line  # HF_HUB_OFFLINE (conftest)
+    assert code == 2 and line.startswith(
+        "hmx: error: twins: cannot find the config files of 'acme/no-such-model': no ghost or no-such-model"
+    )
+    assert (
+        "the Hub cannot be reached and they are not in the local Hugging Face cache" in line
+    )  # HF_HUB_OFFLINE (conftest)
     (tmp_path / "models" / "ghost" / "config.json").write_text('{"model_type": "no-such-architecture"}')
     code, line = cli_error(["run", exp, "--twins-from", tmp_path / "models", "--out", tmp_path / "o"])
-    assert code == 2 and line.startswith(f"hmx: error: twins: cannot build a twin of 'acme/no-such-model' from {tmp_path / 'models' / 'ghost'}: ")
+    assert code == 2 and line.startswith(
+        f"hmx: error: twins: cannot build a twin of 'acme/no-such-model' from {tmp_path / 'models' / 'ghost'}: "
+    )
     assert not (tmp_path / "o").exists()
 
 

@@ -105,8 +105,13 @@ def estimate_table(rows, cap: float, small: float) -> str:
     for r in rows:
         e, g, q = r["est"]["bf16"], r["est"]["bf16_gc"], r["est"]["nf4_gc"]
         fits_small = (
-            "bf16 defaults" if e["peak"] <= small else "bf16 + GC" if g["peak"] <= small
-            else "NF4 + GC" if q["peak"] <= small else "nothing here"
+            "bf16 defaults"
+            if e["peak"] <= small
+            else "bf16 + GC"
+            if g["peak"] <= small
+            else "NF4 + GC"
+            if q["peak"] <= small
+            else "nothing here"
         )
         lines.append(
             f"| {r['model']} | {r['params'] / 1e9:.2f} B | {r['lora'] / 1e6:.1f} M | {e['weights']:.1f} | "

@@ -19,15 +19,32 @@ def launch(args, model: str, cap: float, quant: str, gc: bool, label: str, deadl
     result = Path(args.work_dir) / "results" / f"{model}-{label}.json"  # $OUT keeps few files: all go in gpu_fit.json
     result.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable, str(SCRIPT), "--worker", "--model", model, "--cap-gib", str(cap),
-        "--quant", quant, "--label", label, "--seed-dir", str(args.seed_dir), "--result", str(result),
-        "--run-dir", str(Path(args.work_dir) / f"{model}-{label}"),
+        sys.executable,
+        str(SCRIPT),
+        "--worker",
+        "--model",
+        model,
+        "--cap-gib",
+        str(cap),
+        "--quant",
+        quant,
+        "--label",
+        label,
+        "--seed-dir",
+        str(args.seed_dir),
+        "--result",
+        str(result),
+        "--run-dir",
+        str(Path(args.work_dir) / f"{model}-{label}"),
     ]
     cmd += ["--gc"] if gc else []
     cmd += ["--dry-run"] if args.dry_run else []
     cmd += [] if args.force_length else ["--no-force-length"]
-    print(f"\n=== {model} [{label}] cap {cap:g} GiB, {quant}{', grad-ckpt' if gc else ''} "
-          f"(budget left {remaining:.0f} s)", flush=True)
+    print(
+        f"\n=== {model} [{label}] cap {cap:g} GiB, {quant}{', grad-ckpt' if gc else ''} "
+        f"(budget left {remaining:.0f} s)",
+        flush=True,
+    )
     t0 = time.time()
     try:
         subprocess.run(cmd, timeout=max(10.0, min(args.run_timeout_s, remaining - 5)), check=False)
@@ -36,9 +53,12 @@ def launch(args, model: str, cap: float, quant: str, gc: bool, label: str, deadl
     if not result.exists():
         return {**base, "status": "crashed (no result)", "wall_s": time.time() - t0}
     res = json.loads(result.read_text())
-    print(f"--> {model} [{label}]: {res['status']} peak {fmt(res.get('peak_gib'))} GiB, "
-          f"step {fmt(res.get('step_time_s'))} s, gen {fmt(res.get('gen_tok_s'), 0)} tok/s "
-          f"{res.get('error', '')}", flush=True)
+    print(
+        f"--> {model} [{label}]: {res['status']} peak {fmt(res.get('peak_gib'))} GiB, "
+        f"step {fmt(res.get('step_time_s'))} s, gen {fmt(res.get('gen_tok_s'), 0)} tok/s "
+        f"{res.get('error', '')}",
+        flush=True,
+    )
     return res
 
 
@@ -80,7 +100,8 @@ def run_plan(args, est: dict) -> list[dict]:
             quant = "nf4" if e["bf16_gc"]["peak"] > 0.9 * small else "bf16"
             # Gradient checkpointing unless A shows the default config fits once the weights shrink.
             fits_without_gc = passed(a, big) and (
-                a["peak_gib"] - e["bf16"]["weights"] + e["nf4_gc"]["weights"] <= 0.9 * small if quant == "nf4"
+                a["peak_gib"] - e["bf16"]["weights"] + e["nf4_gc"]["weights"] <= 0.9 * small
+                if quant == "nf4"
                 else a["peak_gib"] <= 0.9 * small
             )
             b = record(launch(args, m, small, quant, not fits_without_gc, f"B-{small:g}-{quant}", deadline))

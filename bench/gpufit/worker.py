@@ -43,12 +43,22 @@ def quantize_nf4(model) -> int:
             if type(child) is not nn.Linear or name == "lm_head":
                 continue
             q = bnb.nn.Linear4bit(
-                child.in_features, child.out_features, bias=child.bias is not None, compute_dtype=torch.bfloat16,
-                compress_statistics=True, quant_type="nf4", quant_storage=torch.uint8, device="meta",
+                child.in_features,
+                child.out_features,
+                bias=child.bias is not None,
+                compute_dtype=torch.bfloat16,
+                compress_statistics=True,
+                quant_type="nf4",
+                quant_storage=torch.uint8,
+                device="meta",
             )
             w = bnb.nn.Params4bit(
-                child.weight.data.to(torch.bfloat16), requires_grad=False, compress_statistics=True,
-                quant_type="nf4", quant_storage=torch.uint8, module=q,
+                child.weight.data.to(torch.bfloat16),
+                requires_grad=False,
+                compress_statistics=True,
+                quant_type="nf4",
+                quant_storage=torch.uint8,
+                module=q,
             )
             q.weight = w.to(child.weight.device)  # quantised on the move
             if child.bias is not None:
@@ -200,9 +210,18 @@ def _train_step(a, res: dict, peaks: Peaks, timings: dict, counts: dict, built, 
     model, tok, family, folder = built
     device = "cuda" if cuda else "cpu"
     tcfg = train_config(a, device)
-    res["config"] = {k: getattr(tcfg, k) for k in (
-        "prompts_per_step", "num_generations", "max_completion_tokens", "judge_batch_size", "lora_r",
-        "gradient_checkpointing", "dtype")}  # fmt: skip
+    res["config"] = {
+        k: getattr(tcfg, k)
+        for k in (
+            "prompts_per_step",
+            "num_generations",
+            "max_completion_tokens",
+            "judge_batch_size",
+            "lora_r",
+            "gradient_checkpointing",
+            "dtype",
+        )
+    }
 
     def load(spec, device=None, dtype=None, for_training=False):  # train()'s loader: this model, not the disk
         return models.Loaded(model=model, tokenizer=tok, family=family, source=spec, path=str(folder))

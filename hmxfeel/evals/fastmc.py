@@ -68,7 +68,9 @@ def loglikelihoods(model, pairs: list[Pair], budget: Budget | None = None) -> li
     for batch in _batches(contexts, groups, pairs, shared, budget):
         rows = [(i, pairs[i][1]) for ctx in batch for i in groups[ctx]]
         owner = [j for j, ctx in enumerate(batch) for _ in groups[ctx]]
-        for i, scored in zip((i for i, _ in rows), _score_batch(model, batch, shared, prefix_cache, rows, owner, budget)):
+        for i, scored in zip(
+            (i for i, _ in rows), _score_batch(model, batch, shared, prefix_cache, rows, owner, budget)
+        ):
             results[i] = scored
     return results  # type: ignore[return-value]
 
@@ -131,11 +133,19 @@ def _score_batch(model, batch, shared: int, prefix_cache, rows, owner, budget: B
         cache.batch_repeat_interleave(len(batch))
     # Logits only at the positions that end a context: with right padding those differ per row.
     ends = sorted(set(n - 1 for n in lengths))
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
-                logits_to_keep=torch.tensor(ends, device=device))  # fmt: skip
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=torch.tensor(ends, device=device),
+    )
     last = torch.stack([out.logits[j, ends.index(n - 1)] for j, n in enumerate(lengths)])
     first = F.log_softmax(last.float(), dim=-1)  # [contexts, vocab]: scores each continuation's first token
-    scores = [(float(first[owner[k], cont[0]]), bool(first[owner[k]].argmax() == cont[0])) for k, (_, cont) in enumerate(rows)]
+    scores = [
+        (float(first[owner[k], cont[0]]), bool(first[owner[k]].argmax() == cont[0])) for k, (_, cont) in enumerate(rows)
+    ]
     longer = [k for k, (_, cont) in enumerate(rows) if len(cont) > 1]
     for part in _row_batches([len(rows[k][1]) - 1 for k in longer], budget):
         _score_rest(model, out.cache, mask, lengths, shared, rows, owner, [longer[p] for p in part], scores)
@@ -156,8 +166,13 @@ def _score_rest(model, cache, mask, lengths, shared, rows, owner, longer, scores
         cont_mask[r, : len(cont) - 1] = 1
     starts = torch.tensor([shared + lengths[owner[k]] for k in longer], device=device)
     positions = starts[:, None] + torch.arange(width, device=device)[None, :]
-    out = model(input_ids=ids, attention_mask=torch.cat([mask[index], cont_mask], dim=1), position_ids=positions,
-                cache=cache, use_cache=True)  # fmt: skip
+    out = model(
+        input_ids=ids,
+        attention_mask=torch.cat([mask[index], cont_mask], dim=1),
+        position_ids=positions,
+        cache=cache,
+        use_cache=True,
+    )
     logp = F.log_softmax(out.logits.float(), dim=-1)
     for r, (k, cont) in enumerate(zip(longer, conts)):
         n = len(cont) - 1

@@ -30,7 +30,9 @@ def rendered(tokenizer, family, user_prompt: str, system: str = "") -> str:
     return chat.render(tokenizer, family, chat.messages(family, user_prompt, system or None))
 
 
-def generate(model, tokenizer, family, user_prompts: list[str], seed: int, sampling: dict, system: str = "") -> list[str]:
+def generate(
+    model, tokenizer, family, user_prompts: list[str], seed: int, sampling: dict, system: str = ""
+) -> list[str]:
     """Sampled answers for one batch; the seed is set per batch so resumed runs reproduce the same answers."""
     texts = [rendered(tokenizer, family, p, system) for p in user_prompts]
     tokenizer.padding_side = "left"
@@ -41,7 +43,10 @@ def generate(model, tokenizer, family, user_prompts: list[str], seed: int, sampl
     with torch.inference_mode():
         out = model.generate(**enc, do_sample=True, pad_token_id=tokenizer.pad_token_id, **sampling)
     model.train(was_training)
-    return [chat.strip_think(t) for t in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)]
+    return [
+        chat.strip_think(t)
+        for t in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    ]
 
 
 def run(
@@ -79,8 +84,16 @@ def run(
         "sampling": sampling,
         "chat_template_kwargs": loaded.family.chat_template_kwargs,
     }
-    self_judge = make_judge("logit", loaded.model, loaded.tokenizer, loaded.family, rubric, format_name=judge_format,
-                            identity="frozen", frozen_model=models.judge_copy_for(loaded, judge_dtype))  # fmt: skip
+    self_judge = make_judge(
+        "logit",
+        loaded.model,
+        loaded.tokenizer,
+        loaded.family,
+        rubric,
+        format_name=judge_format,
+        identity="frozen",
+        frozen_model=models.judge_copy_for(loaded, judge_dtype),
+    )
     settings["judge_format"] = self_judge.fmt.name
     settings["self_judge_spec"] = judge_spec(self_judge)
     store = ItemStore(out_dir, EVAL, {**(fingerprint or {}), **settings, "n_prompts": None}, resume)
@@ -89,15 +102,28 @@ def run(
     settings["independent_judge_format"] = getattr(getattr(independent, "fmt", None), "name", None)
     done = store.done()
     with progress("human-likeness: answers + judging", sum(p.id not in done for p in prompts)) as advance:
-        _answer_and_judge(loaded, rubric, prompts, done, store, self_judge, independent, same_scale, seed, batch_size,
-                          sampling, advance)  # fmt: skip
+        _answer_and_judge(
+            loaded,
+            rubric,
+            prompts,
+            done,
+            store,
+            self_judge,
+            independent,
+            same_scale,
+            seed,
+            batch_size,
+            sampling,
+            advance,
+        )
 
     rows = store.rows([p.id for p in prompts])
     return [record(EVAL, metric, st, settings) | extra.get(metric, {}) for metric, st in metrics(rows).items()]
 
 
-def _answer_and_judge(loaded, rubric, prompts, done, store, self_judge, independent, same_scale, seed, batch_size,
-                      sampling, advance) -> None:  # fmt: skip
+def _answer_and_judge(
+    loaded, rubric, prompts, done, store, self_judge, independent, same_scale, seed, batch_size, sampling, advance
+) -> None:
     """Generate and score every batch not yet in `store`, appending each batch's rows as soon as it is done."""
     for start in range(0, len(prompts), batch_size):
         batch = [p for p in prompts[start : start + batch_size]]
@@ -130,8 +156,11 @@ def _answer_and_judge(loaded, rubric, prompts, done, store, self_judge, independ
 
 
 # Measures that describe rather than rank (the report shows them without an improved/degraded mark).
-extra = {"self_preference": {"better": "none"}, "answer_words": {"better": "none"},
-         "lexical/formulas_per_answer": {"better": "none"}}
+extra = {
+    "self_preference": {"better": "none"},
+    "answer_words": {"better": "none"},
+    "lexical/formulas_per_answer": {"better": "none"},
+}
 
 
 def metrics(rows: list[dict]) -> dict[str, dict]:
@@ -144,7 +173,9 @@ def metrics(rows: list[dict]) -> dict[str, dict]:
         for crit in criteria:
             out[f"independent_judge/{crit}"] = mean(r["independent"][crit] for r in rows)
     if rows and all(r.get("same_scale", True) for r in rows) and "independent" in rows[0]:
-        out["self_preference"] = mean((r["self"]["overall"] - r["independent"]["overall"] for r in rows), bounds=(-1.0, 1.0))
+        out["self_preference"] = mean(
+            (r["self"]["overall"] - r["independent"]["overall"] for r in rows), bounds=(-1.0, 1.0)
+        )
     for crit in PATTERNS:
         out[f"lexical/{crit}"] = proportion(r["lexical"][crit] > 0 for r in rows)
     out["lexical/any"] = proportion(any(r["lexical"].values()) for r in rows)

@@ -83,7 +83,9 @@ def make_lm(model, tokenizer, family: Family, batch_size: int = 8, engine: str =
             if spaces:
                 context, continuation = context[:-spaces], context[-spaces:] + continuation
             whole, context_enc = self.tok_encode(context + continuation), self.tok_encode(context)
-            same = next((i for i, (a, b) in enumerate(zip(whole, context_enc)) if a != b), min(len(whole), len(context_enc)))
+            same = next(
+                (i for i, (a, b) in enumerate(zip(whole, context_enc)) if a != b), min(len(whole), len(context_enc))
+            )
             return whole[:same], whole[same:]
 
     with quiet_lm_eval():

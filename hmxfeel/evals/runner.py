@@ -37,17 +37,35 @@ PROMPT_VERSION = 1
 SUITES: dict[str, dict[str, int | None]] = {
     "quick": {**{e: 20 for e in EVALS}, "mmlu": 1, "gsm8k": 5},
     "default": {
-        "truthfulqa_mc1": 100, "truthfulqa_mc2": 50, "bbq": 120, "sycophancy_opinion": 120, "persona": 120,
-        "self_awareness": 96, "are_you_sure": 80,
-        "mmlu": 3, "arc_challenge": 100, "hellaswag": 100, "winogrande": 100, "gsm8k": 25,
+        "truthfulqa_mc1": 100,
+        "truthfulqa_mc2": 50,
+        "bbq": 120,
+        "sycophancy_opinion": 120,
+        "persona": 120,
+        "self_awareness": 96,
+        "are_you_sure": 80,
+        "mmlu": 3,
+        "arc_challenge": 100,
+        "hellaswag": 100,
+        "winogrande": 100,
+        "gsm8k": 25,
     },  # fmt: skip
     # The benchmark study (`hmx run --preset study`): every TruthfulQA item, and the other local sets sized so the
     # paired HL - reverse difference of each headline cell can resolve ~5 points (docs/study.md), all within
     # ~2 h of a 2-core CPU for five models. Hub-only sets stay small: they are a capability check, not a claim.
     "study": {
-        "truthfulqa_mc1": None, "truthfulqa_mc2": None, "are_you_sure": None, "bbq": 1000,
-        "sycophancy_opinion": 600, "persona": 240, "self_awareness": 240, "hellaswag": 200,
-        "mmlu": 5, "arc_challenge": 300, "winogrande": 300, "gsm8k": 25,
+        "truthfulqa_mc1": None,
+        "truthfulqa_mc2": None,
+        "are_you_sure": None,
+        "bbq": 1000,
+        "sycophancy_opinion": 600,
+        "persona": 240,
+        "self_awareness": 240,
+        "hellaswag": 200,
+        "mmlu": 5,
+        "arc_challenge": 300,
+        "winogrande": 300,
+        "gsm8k": 25,
     },  # fmt: skip
     "full": {e: None for e in EVALS},
 }
@@ -244,6 +262,7 @@ class Battery:
         todo = [it for it in items if it["id"] not in store.done()]
         self.log(f"are_you_sure: {len(items)} items, {len(items) - len(todo)} cached")
         with progress("are_you_sure", len(todo)) as advance:
+
             def keep(rows: list[dict]) -> None:
                 store.add(rows)
                 advance(len(rows))

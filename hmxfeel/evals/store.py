@@ -26,8 +26,11 @@ class ItemStore:
         if resume and self.path.exists():
             old = json.loads(self.meta_path.read_text()) if self.meta_path.exists() else {}
             if old.get("fingerprint_sha256") != key:
-                changed = sorted(k for k in set(fingerprint) | set(old.get("fingerprint", {}))
-                                 if fingerprint.get(k) != old.get("fingerprint", {}).get(k))  # fmt: skip
+                changed = sorted(
+                    k
+                    for k in set(fingerprint) | set(old.get("fingerprint", {}))
+                    if fingerprint.get(k) != old.get("fingerprint", {}).get(k)
+                )
                 raise UserError(
                     f"{self.path}: items were produced under other settings ({', '.join(changed) or 'unknown'}); "
                     "evaluate into another --out"
