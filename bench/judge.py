@@ -1,4 +1,4 @@
-"""Judge cost: the logit self-judge vs the generative judge on the same completions, plus rank agreement.
+"""Judge cost: the shipped default judge (as `hmx train` builds it here) and the others vs the generative judge.
 
     OMP_NUM_THREADS=1 python bench/judge.py [--answers 8] [--tokens 48] [--repeats 3]
 
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     from hmxfeel import prompts as prompts_mod
     from hmxfeel import rubric as rubric_mod
     from hmxfeel.evals.humanlike import generate
-    from hmxfeel.judge import GenerativeJudge, LikelihoodJudge, LogitJudge
+    from hmxfeel.judge import GenerativeJudge, LogitJudge, make_judge
     from hmxfeel.reward import score_answers
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
@@ -76,36 +76,52 @@ def main(argv=None) -> int:
         f"{len(rubric.names)} criteria; torch threads {torch.get_num_threads()}"
     )
 
+    from hmxfeel.config import TrainConfig
+    from hmxfeel.judge import judge_spec
+    from hmxfeel.train import _build_judge
+
+    # The shipped default exactly as `hmx train` builds it on this machine (judge_dtype "auto" resolved here).
+    cfg = TrainConfig.for_device("cpu")
+    default = _build_judge(cfg, loaded, rubric)
+    spec = judge_spec(default)
+    default_name = f"shipped default: {spec['format']} ({spec['kind']}), {spec.get('dtype', '?')}"
+    auto_copy = models.judge_copy_for(loaded, "auto")  # what 'auto' gives every other judge too
+    auto_dtype = "bf16 copy" if auto_copy is not None else "fp32"
     common = dict(identity="frozen", batch_size=8, format_name="yes_no")
     variants = [
-        ("logit fp32, no prefix cache", lambda: LogitJudge(model, tok, family, rubric, prefix_cache=False, **common)),
-        ("logit fp32, prefix cache", lambda: LogitJudge(model, tok, family, rubric, prefix_cache=True, **common)),
+        (default_name, lambda: default),
         (
-            "logit bf16 copy, prefix cache",
-            lambda: LogitJudge(
+            "logit yes_no fp32, no prefix cache",
+            lambda: LogitJudge(model, tok, family, rubric, prefix_cache=False, **common),
+        ),
+        (
+            "logit yes_no fp32, prefix cache",
+            lambda: LogitJudge(model, tok, family, rubric, prefix_cache=True, **common),
+        ),
+        (
+            f"likelihood demonstrations (paper-faithful prompt), {auto_dtype}",
+            lambda: make_judge(
+                "logit",
                 model,
                 tok,
                 family,
                 rubric,
-                prefix_cache=True,
-                frozen_model=models.judge_copy_for(loaded, "bfloat16"),
-                **common,
+                frozen_model=auto_copy,
+                **{**common, "format_name": "demonstrations"},
             ),
         ),
         (
-            "likelihood bf16 copy, prefix cache (rubric default)",
-            lambda: LikelihoodJudge(
-                model,
-                tok,
-                family,
-                rubric,
-                prefix_cache=True,
-                frozen_model=models.judge_copy_for(loaded, "bfloat16"),
-                **{**common, "format_name": "likelihood"},
+            f"likelihood (judge_variants.yaml), {auto_dtype}",
+            lambda: make_judge(
+                "logit", model, tok, family, rubric, frozen_model=auto_copy, **{**common, "format_name": "likelihood"}
             ),
         ),
-        ("generative fp32 (Score: N)", lambda: GenerativeJudge(model, tok, family, rubric, **common)),
+        (
+            f"generative yes_no (sampled 'Score: N'), {auto_dtype}",
+            lambda: GenerativeJudge(model, tok, family, rubric, frozen_model=auto_copy, **common),
+        ),
     ]
+    print(f"# judge spec of the default: {spec}")
     rows, overall = [], {}
     can_reset = reset_peak_rss()
     for name, build in variants:
@@ -124,14 +140,15 @@ def main(argv=None) -> int:
         rows.append((name, med, med / len(answers), min(times), max(times), peak_rss_mib()))
         del judge
 
-    ref = "logit fp32, prefix cache"
+    ref = "logit yes_no fp32, prefix cache"
+    gen_name = variants[-1][0]
     print()
     print(
         f"| judge | median s / {len(answers)} answers | s per completion | min s | max s | peak RSS MiB"
         f" | Spearman vs generative | Spearman vs {ref} |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    gen = overall["generative fp32 (Score: N)"]
+    gen = overall[gen_name]
     for name, med, per, lo, hi, rss in rows:
         print(
             f"| {name} | {med:.2f} | {per:.3f} | {lo:.2f} | {hi:.2f} | {rss:.0f} | "
@@ -142,21 +159,10 @@ def main(argv=None) -> int:
     per = {name: p for name, _, p, *_ in rows}
     print()
     print("## ratios (medians, same run)")
-    g = per["generative fp32 (Score: N)"]
-    print(f"generative / logit fp32 no cache        = {g / per['logit fp32, no prefix cache']:.1f}x")
-    print(f"generative / logit fp32 cache           = {g / per['logit fp32, prefix cache']:.1f}x")
-    print(
-        f"generative / logit bf16 cache           = {g / per['logit bf16 copy, prefix cache']:.1f}x   (target >= 20x)"
-    )
-    lik = per["likelihood bf16 copy, prefix cache (rubric default)"]
-    print(f"generative / likelihood bf16 cache (default) = {g / lik:.1f}x   (target >= 20x)")
-    print(
-        f"prefix cache speed-up (fp32)            = {per['logit fp32, no prefix cache'] / per['logit fp32, prefix cache']:.1f}x"
-    )
-    print(
-        f"bf16 copy speed-up (cached)             = {per['logit fp32, prefix cache'] / per['logit bf16 copy, prefix cache']:.1f}x"
-    )
-    print(f"Spearman(logit bf16 cache, generative)  = {spearman(overall['logit bf16 copy, prefix cache'], gen):.2f}")
+    for name in per:
+        if name != gen_name:
+            target = "   (target >= 20x)" if name == default_name else ""
+            print(f"generative / {name} = {per[gen_name] / per[name]:.1f}x{target}")
     return 0
 
 
