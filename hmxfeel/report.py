@@ -309,273 +309,235 @@ def _ci_points(ci) -> str:
     return f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]{mark}"
 
 
+POWER_NOTE = (
+    "Values and differences in points (100 × the metric). {seeds} pooled: the CIs resample {resampled}; MDE = the "
+    "smallest HL − reverse difference this many items would detect with 80% power (two-sided α = 0.05), from the "
+    "paired item bootstrap's standard error (item sampling only). `resolves 2%`: MDE ≤ 2% of the reverse model's "
+    "value, the size of change the paper's summary share counts."
+)
+CELL_HEADERS = ["eval", "metric", "n", "base", "HL", "reverse", "HL − reverse (95% CI)", "HL − base (95% CI)", "MDE"]
+
+
+def _cell_row(ev: str, m: str, c: dict) -> list:
+    values = [_points(c[k]) for k in ("base", "hl", "rev")]
+    return [ev, m, c["n"], *values, _ci_points(c["ci_rev"]), _ci_points(c["ci_base"]), _points(c["mde"])]
+
+
+def _claim_row(claim, c: dict | None) -> list:
+    text = claim.text + (f" ({claim.note})" if claim.note else "")
+    if not c:
+        return [text, f"HL {claim.hl_is}", "–", "–", "–", "–", study.verdict(claim, c)]
+    return [
+        text,
+        f"HL {claim.hl_is}",
+        c["n"],
+        _ci_points(c["ci_rev"]),
+        _ci_points(c["ci_base"]),
+        _points(c["mde"]),
+        study.verdict(claim, c),
+    ]
+
+
 def power_parts(model_dir: Path, seed_dirs: list[Path]) -> tuple[list, list[dict]]:
     """The seed-pooled benchmark cells with n and MDE, and the paper's claims with a verdict each; also the
     cells (for the paper's summary shares, which count only cells able to resolve a 2% change)."""
-    from hmxfeel import study
-
-    results = _json(seed_dirs[0] / "eval-human" / "results.json") or {"records": []}
-    evals = sorted({r["eval"] for r in results["records"] if r["eval"] != "humanlike" and not r.get("skipped")})
+    records = _records(seed_dirs[0] / "eval-human")
+    evals = sorted({ev for (ev, _), r in records.items() if ev != "humanlike" and not r.get("skipped")})
     by_eval = {ev: study.cells(model_dir, seed_dirs, ev, _items, _metric_fn(ev)) for ev in evals}
     rows, cells = [], []
     for ev, metrics in by_eval.items():
         for m, c in metrics.items():
-            better = (
-                "lower"
-                if m.startswith("|")
-                else (_records(seed_dirs[0] / "eval-human").get((ev, m)) or {}).get("better", "none")
-            )
             ok = study.resolves_2pct(c)
-            if not m.startswith("bias"):  # a signed bias has no better direction; its |bias| row is the cell
-                cells.append({"eval": ev, "metric": m, "rel": signed_change(c["hl"], c["rev"], better), "resolves": ok})
-            rows.append(
-                [
-                    ev,
-                    m,
-                    c["n"],
-                    _points(c["base"]),
-                    _points(c["hl"]),
-                    _points(c["rev"]),
-                    _ci_points(c["ci_rev"]),
-                    _ci_points(c["ci_base"]),
-                    _points(c["mde"]),
-                    "yes" if ok else "no",
-                ]
-            )
-    claims = []
-    for claim in study.CLAIMS:
-        c = study.claim_cell(claim, by_eval)
-        claims.append(
-            [
-                claim.text + (f" ({claim.note})" if claim.note else ""),
-                f"HL {claim.hl_is}",
-                c["n"] if c else "–",
-                _ci_points(c and c["ci_rev"]),
-                _ci_points(c and c["ci_base"]),
-                _points(c and c["mde"]),
-                study.verdict(claim, c),
-            ]
-        )
-    seeds = f"{len(seed_dirs)} seed{'s' if len(seed_dirs) > 1 else ''}"
-    parts = [
-        f"Values and differences in points (100 × the metric). {seeds} pooled: the CIs resample "
-        + ("training seeds, then items" if len(seed_dirs) > 1 else "items")
-        + "; MDE = the smallest HL − reverse "
-        "difference this many items would detect with 80% power (two-sided α = 0.05), from the paired item "
-        "bootstrap's standard error (item sampling only). `resolves 2%`: MDE ≤ 2% of the reverse model's value, "
-        "the size of change the paper's summary share counts.",
-        table(
-            ["claim (paper)", "direction", "n", "HL − reverse (95% CI)", "HL − base (95% CI)", "MDE", "verdict"], claims
-        ),
-        table(
-            [
-                "eval",
-                "metric",
-                "n",
-                "base",
-                "HL",
-                "reverse",
-                "HL − reverse (95% CI)",
-                "HL − base (95% CI)",
-                "MDE",
-                "resolves 2%",
-            ],
-            rows,
+            rows.append([*_cell_row(ev, m, c), "yes" if ok else "no"])
+            if m.startswith("bias"):  # a signed bias has no better direction; its |bias| row is the cell
+                continue
+            better = "lower" if m.startswith("|") else (records.get((ev, m)) or {}).get("better", "none")
+            cells.append({"eval": ev, "metric": m, "rel": signed_change(c["hl"], c["rev"], better), "resolves": ok})
+    claims = [_claim_row(claim, study.claim_cell(claim, by_eval)) for claim in study.CLAIMS]
+    n = len(seed_dirs)
+    note = POWER_NOTE.format(
+        seeds=f"{n} seed{'s' if n > 1 else ''}", resampled="training seeds, then items" if n > 1 else "items"
+    )
+    claim_headers = ["claim (paper)", "direction", "n", "HL − reverse (95% CI)", "HL − base (95% CI)", "MDE", "verdict"]
+    return [note, table(claim_headers, claims), table([*CELL_HEADERS, "resolves 2%"], rows)], cells
+
+
+def _seed_parts(run_dir: Path, model_dir: Path, seed_dir: Path) -> dict:
+    """One finished seed's sections, its headline rows and its small breakdown rows (for the appendix)."""
+    base, hl, rev = model_dir / "eval-base", seed_dir / "eval-human", seed_dir / "eval-reverse"
+    rows = comparison_rows(base, hl, rev)
+    label = f"{model_dir.name} / {seed_dir.name}"
+    human = [r for r in rows if r["eval"] == "humanlike" and "skipped" not in r]
+    bench = [r for r in rows if r["eval"] != "humanlike"]
+    # Breakdown rows (per category / set) of under 30 items say little: they go to the appendix.
+    small = [r for r in bench if "/" in r["metric"] and "skipped" not in r and (r["n"] or 0) < study.MIN_ROW_N]
+    bench = [r for r in bench if r not in small]
+    human_rows = [
+        [r["metric"], *(_fmt(r[k]) for k in ("base", "hl", "rev")), _ci(r["ci_hl_rev"]), _ci(r["ci_hl_base"])]
+        for r in human
+    ]
+    t_human = table(["measure", "base", "HL", "reverse", "HL − reverse (95% CI)", "HL − base (95% CI)"], human_rows)
+    figures = run_dir / "figures"
+    train_fig = training_figure(model_dir, seed_dir, figures / f"train-{model_dir.name}-{seed_dir.name}.png")
+    human_fig = humanlike_figure(
+        human, f"human-likeness: {label}", figures / f"humanlike-{model_dir.name}-{seed_dir.name}.png"
+    )
+    sections = [
+        (f"{label}: human-likeness", [t_human, *([human_fig] if human_fig else [])]),
+        (f"{label}: benchmarks", [table(BENCH_HEADERS, [_bench_row(r) for r in bench])]),
+        (f"{label}: training curves", [train_fig] if train_fig else ["(no training metrics)"]),
+        *_safety_section(run_dir, model_dir, seed_dir, label),
+        (
+            f"{label}: sample answers to the same eval prompts",
+            [table(["prompt", "base", "HL", "reverse"], _samples(base, hl, rev))],
         ),
     ]
-    return parts, cells
+    headline = [
+        [label, r["metric"], *(_fmt(r[k]) for k in ("base", "hl", "rev")), _ci(r["ci_hl_rev"])]
+        for r in human
+        if r["metric"] in HEADLINE
+    ]
+    appendix = [
+        [label, r["eval"], r["metric"], r["n"], _fmt(r["hl"]), _fmt(r["rev"]), _ci(r["ci_hl_rev"], r["n"])]
+        for r in small
+    ]
+    return {"sections": sections, "headline": headline, "appendix": appendix}
+
+
+BENCH_HEADERS = [
+    "eval",
+    "metric",
+    "n",
+    "better",
+    "base",
+    "HL",
+    "reverse",
+    "HL vs rev",
+    "HL vs base",
+    "HL − rev (95% CI)",
+    "HL − base (95% CI)",
+]
+
+
+def _bench_row(r: dict) -> list:
+    if "skipped" in r:
+        return [r["eval"], r["metric"], "–", "–", "skipped", r["skipped"][:80], "", "", "", "", ""]
+    return [
+        r["eval"],
+        r["metric"],
+        r["n"],
+        r["better"],
+        *(_fmt(r[k]) for k in ("base", "hl", "rev")),
+        _pct(r["rel_hl_rev"]),
+        _pct(r["rel_hl_base"]),
+        _ci(r["ci_hl_rev"], r["n"]),
+        _ci(r["ci_hl_base"], r["n"]),
+    ]
+
+
+def _safety_section(run_dir: Path, model_dir: Path, seed_dir: Path, label: str) -> list:
+    safety = safety_rows(seed_dir)
+    if not safety:
+        return []
+    fig = safety_figure(seed_dir, run_dir / "figures" / f"safety-{model_dir.name}-{seed_dir.name}.png")
+    text = (
+        "TruthfulQA MC1 and BBQ disambiguated accuracy on a fixed small slice, scored every `safety_every` steps "
+        "while training (step 0 = before training). A small slice: read the trend, not the decimals."
+    )
+    return [
+        (
+            f"{label}: safety slice during training",
+            [text, table(["run", "measure", "first", "last", "change"], safety), *([fig] if fig else [])],
+        )
+    ]
+
+
+def _summary_parts(cells: list[dict]) -> list:
+    """The paper's two shares count cells (model x benchmark metric, HL vs contrastive). Only cells whose items
+    could resolve a 2% change enter them; the rest are counted and shown, not averaged into the shares."""
+    usable = [c for c in cells if c["rel"] is not None]
+    s = summary([c["rel"] for c in usable if c["resolves"]])
+    s_all = summary([c["rel"] for c in usable])
+    degraded = sum(c["rel"] < -0.10 for c in usable)
+    rows = [["cells (model × metric), HL vs reverse, seeds pooled", f"{s['n']} of {s_all['n']}", str(s_all["n"]), "–"]]
+    for label, key in (("improved or degraded by < 2%", "within_2pct"), ("degraded by > 10%", "degraded_10pct")):
+        rows.append([label, _pct(s[key]).lstrip("+"), _pct(s_all[key]).lstrip("+"), f"{PAPER[key]:.1%}"])
+    headers = [
+        "statistic",
+        "this run: cells that resolve 2%",
+        "this run: all cells (not comparable)",
+        "paper (HMX-feel)",
+    ]
+    return [
+        table(headers, rows),
+        f"Cells degraded by more than 10%: {degraded} of {len(usable)}. A cell resolves 2% when its minimum detectable "
+        "effect (80% power) is at most 2% of the reverse model's value; the others cannot tell a 2% change from noise, "
+        "so the shares over all cells are shown apart and not compared with the paper's.",
+    ]
+
+
+INTRO = (
+    "Base model vs human-like (HL, rewarded for expressing feelings, intentions and self-awareness) vs reverse "
+    "(rewarded for not expressing them). Relative changes are direction-aware: positive = better (for bias scores, "
+    "smaller |bias|). CIs are paired bootstrap 95% intervals over the same items; `*` marks a CI that excludes zero "
+    f"(not given below {MIN_N_FOR_MARK} items, where the bootstrap is too coarse). With several training seeds, a "
+    "model's `seeds pooled` rows resample the seeds as well as the items, so their CIs include seed-to-seed variation."
+)
+
+
+def _manifest(run_dir: Path) -> dict:
+    """What every number depends on: stages, the experiment file, each run's record and each evaluation's."""
+    stored = run_dir / "experiment.yaml"
+    state = _json(run_dir / "stages.json") or {"done": {}}
+    manifest = {"stages": state.get("done", {}), "experiment": read_text(stored) if stored.exists() else None}
+    keys = ("model", "direction", "config", "rubric", "prompts", "versions", "device", "steps_done")
+    for run_json in sorted(run_dir.glob("*/seed*/*/run.json")):
+        rec = _json(run_json)
+        manifest[str(run_json.parent.relative_to(run_dir))] = {k: rec.get(k) for k in keys}
+    for res in sorted(run_dir.glob("*/**/results.json")):
+        manifest[str(res.parent.relative_to(run_dir))] = (_json(res) or {}).get("manifest")
+    return manifest
+
+
+def _front_sections(run_dir: Path) -> list:
+    """Said before any number: a dry run on twins first, then blind ratings (the measure of truth for
+    human-likeness; the self-judge and the markers further down are instruments)."""
+    from hmxfeel.rating import report_parts
+    from hmxfeel.twins import report_parts as twin_parts
+
+    dry, blind = twin_parts(run_dir), report_parts(run_dir)
+    return [("DRY RUN: random twins, not the real models", dry)] * bool(dry) + [
+        ("Blind ratings (the measure of truth for human-likeness)", blind)
+    ] * bool(blind)
 
 
 def build_report(run_dir: str | Path) -> Path:
     """Write report.md, report.html and figures/ for an experiment folder; returns report.md."""
     run_dir = Path(run_dir)
-    state = _json(run_dir / "stages.json") or {"done": {}}
-    sections: list[tuple[str, list]] = []  # (title, [str | table | Path(figure)])
-    cells, headline, power, appendix = [], [], [], []
-    model_dirs = sorted(p for p in run_dir.iterdir() if p.is_dir() and (p / "eval-base").exists())
-    for model_dir in model_dirs:
-        base = model_dir / "eval-base"
+    sections, cells, headline, power, appendix = [], [], [], [], []
+    for model_dir in sorted(p for p in run_dir.iterdir() if p.is_dir() and (p / "eval-base").exists()):
         finished = []
         for seed_dir in sorted(model_dir.glob("seed*")):
-            hl, rev = seed_dir / "eval-human", seed_dir / "eval-reverse"
-            if not (hl / "results.json").exists() or not (rev / "results.json").exists():
+            if not all((seed_dir / f"eval-{d}" / "results.json").exists() for d in ("human", "reverse")):
                 sections.append((f"{model_dir.name} / {seed_dir.name}", ["(evaluations not finished yet)"]))
                 continue
             finished.append(seed_dir)
-            rows = comparison_rows(base, hl, rev)
-            label = f"{model_dir.name} / {seed_dir.name}"
-            human = [r for r in rows if r["eval"] == "humanlike" and "skipped" not in r]
-            bench = [r for r in rows if r["eval"] != "humanlike"]
-            # Breakdown rows (per category / set) of under 30 items say little: they go to the appendix.
-            small = [r for r in bench if "/" in r["metric"] and "skipped" not in r and (r["n"] or 0) < study.MIN_ROW_N]
-            bench = [r for r in bench if r not in small]
-            appendix += [
-                [label, r["eval"], r["metric"], r["n"], _fmt(r["hl"]), _fmt(r["rev"]), _ci(r["ci_hl_rev"], r["n"])]
-                for r in small
-            ]
-            t_human = table(
-                ["measure", "base", "HL", "reverse", "HL − reverse (95% CI)", "HL − base (95% CI)"],
-                [
-                    [
-                        r["metric"],
-                        _fmt(r["base"]),
-                        _fmt(r["hl"]),
-                        _fmt(r["rev"]),
-                        _ci(r["ci_hl_rev"]),
-                        _ci(r["ci_hl_base"]),
-                    ]
-                    for r in human
-                ],
-            )
-            headline += [
-                [label, r["metric"], _fmt(r["base"]), _fmt(r["hl"]), _fmt(r["rev"]), _ci(r["ci_hl_rev"])]
-                for r in human
-                if r["metric"] in HEADLINE
-            ]
-            t_bench = table(
-                [
-                    "eval",
-                    "metric",
-                    "n",
-                    "better",
-                    "base",
-                    "HL",
-                    "reverse",
-                    "HL vs rev",
-                    "HL vs base",
-                    "HL − rev (95% CI)",
-                    "HL − base (95% CI)",
-                ],
-                [
-                    [r["eval"], r["metric"], "–", "–", "skipped", r["skipped"][:80], "", "", "", "", ""]
-                    if "skipped" in r
-                    else [
-                        r["eval"],
-                        r["metric"],
-                        r["n"],
-                        r["better"],
-                        _fmt(r["base"]),
-                        _fmt(r["hl"]),
-                        _fmt(r["rev"]),
-                        _pct(r["rel_hl_rev"]),
-                        _pct(r["rel_hl_base"]),
-                        _ci(r["ci_hl_rev"], r["n"]),
-                        _ci(r["ci_hl_base"], r["n"]),
-                    ]
-                    for r in bench
-                ],
-            )
-            # Cells are (model, headline metric): per-category / per-set breakdowns ("bbq/acc_ambig/Age") would
-            # multiply a benchmark's weight and count n=1 cells.
-            figs = [
-                training_figure(
-                    model_dir, seed_dir, run_dir / "figures" / f"train-{model_dir.name}-{seed_dir.name}.png"
-                ),
-                humanlike_figure(
-                    human,
-                    f"human-likeness: {label}",
-                    run_dir / "figures" / f"humanlike-{model_dir.name}-{seed_dir.name}.png",
-                ),
-            ]
-            samples = table(["prompt", "base", "HL", "reverse"], _samples(base, hl, rev))
-            sections.append((f"{label}: human-likeness", [t_human, *[f for f in figs[1:] if f]]))
-            sections.append((f"{label}: benchmarks", [t_bench]))
-            sections.append((f"{label}: training curves", [f for f in figs[:1] if f] or ["(no training metrics)"]))
-            safety = safety_rows(seed_dir)
-            if safety:
-                fig = safety_figure(seed_dir, run_dir / "figures" / f"safety-{model_dir.name}-{seed_dir.name}.png")
-                sections.append(
-                    (
-                        f"{label}: safety slice during training",
-                        [
-                            "TruthfulQA MC1 and BBQ disambiguated accuracy on a fixed small slice, scored every `safety_every` "
-                            "steps while training (step 0 = before training). A small slice: read the trend, not the decimals.",
-                            table(["run", "measure", "first", "last", "change"], safety),
-                            *([fig] if fig else []),
-                        ],
-                    )
-                )
-            sections.append((f"{label}: sample answers to the same eval prompts", [samples]))
+            parts = _seed_parts(run_dir, model_dir, seed_dir)
+            sections += parts["sections"]
+            headline += parts["headline"]
+            appendix += parts["appendix"]
         headline += pooled_rows(model_dir, finished)
         if finished:
             parts, model_cells = power_parts(model_dir, finished)
             power.append((f"{model_dir.name}: the paper's benchmark claims, seeds pooled, with power", parts))
             cells += [{**c, "model": model_dir.name} for c in model_cells]
-
-    # The paper's two shares count cells (model x benchmark metric, HL vs contrastive). Only cells whose items could
-    # resolve a 2% change enter them here; the rest are counted and shown, not averaged into the shares.
-    usable = [c for c in cells if c["rel"] is not None]
-    resolvable = [c["rel"] for c in usable if c["resolves"]]
-    s, s_all = summary(resolvable), summary([c["rel"] for c in usable])
-    degraded = sorted(c["rel"] for c in usable if c["rel"] < -0.10)
-    summary_table = table(
-        ["statistic", "this run: cells that resolve 2%", "this run: all cells (not comparable)", "paper (HMX-feel)"],
-        [
-            ["cells (model × metric), HL vs reverse, seeds pooled", f"{s['n']} of {s_all['n']}", str(s_all["n"]), "–"],
-            [
-                "improved or degraded by < 2%",
-                _pct(s["within_2pct"]).lstrip("+"),
-                _pct(s_all["within_2pct"]).lstrip("+"),
-                f"{PAPER['within_2pct']:.1%}",
-            ],
-            [
-                "degraded by > 10%",
-                _pct(s["degraded_10pct"]).lstrip("+"),
-                _pct(s_all["degraded_10pct"]).lstrip("+"),
-                f"{PAPER['degraded_10pct']:.1%}",
-            ],
-        ],
-    )
-    intro = [
-        "Base model vs human-like (HL, rewarded for expressing feelings, intentions and self-awareness) vs reverse "
-        "(rewarded for not expressing them). Relative changes are direction-aware: positive = better (for bias "
-        "scores, smaller |bias|). CIs are paired bootstrap 95% intervals over the same items; `*` marks a CI that "
-        f"excludes zero (not given below {MIN_N_FOR_MARK} items, where the bootstrap is too coarse). With several "
-        "training seeds, a model's `seeds pooled` rows resample the seeds as well as the items, so their CIs "
-        "include seed-to-seed variation.",
-        table(["model / seed", "measure", "base", "HL", "reverse", "HL − reverse (95% CI)"], headline),
-        summary_table,
-        f"Cells degraded by more than 10%: {len(degraded)} of {len(usable)}. A cell resolves 2% when its minimum "
-        "detectable effect (80% power) is at most 2% of the reverse model's value; the others cannot tell a 2% "
-        "change from noise, so the shares over all cells are shown apart and not compared with the paper's.",
-    ]
-    manifest = {
-        "stages": state.get("done", {}),
-        "experiment": read_text(run_dir / "experiment.yaml") if (run_dir / "experiment.yaml").exists() else None,
-    }
-    for run_json in sorted(run_dir.glob("*/seed*/*/run.json")):
-        rec = _json(run_json)
-        manifest[str(run_json.parent.relative_to(run_dir))] = {
-            k: rec.get(k)
-            for k in ("model", "direction", "config", "rubric", "prompts", "versions", "device", "steps_done")
-        }
-    for res in sorted(run_dir.glob("*/**/results.json")):
-        manifest[str(res.parent.relative_to(run_dir))] = (_json(res) or {}).get("manifest")
-    # Blind ratings come first when there are any (`hmx rate import ... --out RUN_DIR/ratings/NAME.jsonl`): they are
-    # the measure of truth for human-likeness; the self-judge and the markers below are instruments.
-    from hmxfeel.rating import report_parts
-
-    blind = report_parts(run_dir)
-    first = [("Blind ratings (the measure of truth for human-likeness)", blind)] if blind else []
-    from hmxfeel.twins import report_parts as twin_parts
-
-    dry = twin_parts(run_dir)  # `hmx run --twins`: said before anything else, so no number is taken for a model's
-    first = [("DRY RUN: random twins, not the real models", dry)] + first if dry else first
     if appendix:
-        sections.append(
-            (
-                "Appendix: breakdown rows under 30 items",
-                [table(["model / seed", "eval", "metric", "n", "HL", "reverse", "HL − rev (95% CI)"], appendix)],
-            )
-        )
-    sections = [
-        *first,
-        ("Headline", intro),
-        *power,
-        *sections,
-        ("Run manifest", ["```\n" + json.dumps(manifest, indent=1, default=str)[:20000] + "\n```"]),
-    ]
-    return _write(run_dir, sections)
+        small_headers = ["model / seed", "eval", "metric", "n", "HL", "reverse", "HL − rev (95% CI)"]
+        sections.append(("Appendix: breakdown rows under 30 items", [table(small_headers, appendix)]))
+    head = table(["model / seed", "measure", "base", "HL", "reverse", "HL − reverse (95% CI)"], headline)
+    manifest = "```\n" + json.dumps(_manifest(run_dir), indent=1, default=str)[:20000] + "\n```"
+    ordered = [*_front_sections(run_dir), ("Headline", [INTRO, head, *_summary_parts(cells)]), *power, *sections]
+    return _write(run_dir, [*ordered, ("Run manifest", [manifest])])
 
 
 def _write(run_dir: Path, sections) -> Path:
