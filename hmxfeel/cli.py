@@ -171,16 +171,18 @@ def judge_probe(
     loaded = models.load(model)
     valid = validity.ceiling(r, rows_rated) + validity.marker_validity(r, rows_rated)
     valid += validity.judge_validity(loaded, r, rows_rated, names, mode)
-    table = Table(
-        "instrument",
-        "criterion",
-        "scale",
-        "n",
-        "Spearman",
-        "AUC (>=2 vs <=1)",
-        "alpha",
-        title=f"agreement with blind raters ({split} part): {model}",
-    )
+    _print_validity(valid, f"agreement with blind raters ({split} part): {model}")
+    rows = probe_judge(loaded, r, formats=names, mode=mode, probe=items, limit=limit)
+    _print_probe(rows, f"judge probe: {model}")
+    if out:
+        atomic_write_json(
+            out, {"model": model, "rubric_sha256": r.sha256, "split": split, "validity": valid, "probe": rows}
+        )
+
+
+def _print_validity(valid: list[dict], title: str) -> None:
+    """The headline table of judge-probe: each instrument's agreement with the blind raters."""
+    table = Table("instrument", "criterion", "scale", "n", "Spearman", "AUC (>=2 vs <=1)", "alpha", title=title)
     for row in valid:
         table.add_row(
             row["instrument"],
@@ -192,10 +194,11 @@ def judge_probe(
             _num(row.get("alpha")),
         )
     Console().print(table)
-    rows = probe_judge(loaded, r, formats=names, mode=mode, probe=items, limit=limit)
-    table = Table(
-        "format", "criterion", "n", "AUC", "AUC vs look-alikes", "mean +", "mean -", title=f"judge probe: {model}"
-    )
+
+
+def _print_probe(rows: list[dict], title: str) -> None:
+    """The secondary table of judge-probe: each format's AUC on the labelled probe set."""
+    table = Table("format", "criterion", "n", "AUC", "AUC vs look-alikes", "mean +", "mean -", title=title)
     for row in rows:
         table.add_row(
             row["format"],
@@ -207,10 +210,6 @@ def judge_probe(
             _num(row["mean_neg"]),
         )
     Console().print(table)
-    if out:
-        atomic_write_json(
-            out, {"model": model, "rubric_sha256": r.sha256, "split": split, "validity": valid, "probe": rows}
-        )
 
 
 def _num(x) -> str:
@@ -254,9 +253,22 @@ def eval_cmd(
     ),
 ):
     """Evaluate a model (optionally + adapter): human-likeness and the benchmark battery."""
-    from hmxfeel.evaluate import adapter_folder, check_tasks, evaluate, skip_summary
+    from hmxfeel.evaluate import check_tasks
 
     check_tasks(tasks, suite)  # a bad selection is one line before anything loads
+    adapter, name = _eval_target(model, adapter)
+    out = out or Path("runs") / f"eval-{name}"
+    options = dict(suite=suite, data_dir=data_dir, limit=limit, resume=resume, judge=judge, judge_model=judge_model)
+    options.update(rubric_path=rubric, prompts_path=prompts, seed=seed, device=device, humanlike_limit=humanlike_limit)
+    options.update(backend=backend, judge_format=judge_format, other_judge=other_judge, tasks=tasks)
+    records = _evaluate_or_exit(model, out, str(adapter) if adapter else None, options)
+    _print_eval_results(records, name, out)
+
+
+def _eval_target(model: str, adapter: Optional[Path]) -> tuple[Optional[Path], str]:
+    """The adapter to evaluate (a training run folder stands for its adapter/) and the name of the evaluation."""
+    from hmxfeel.evaluate import adapter_folder
+
     if adapter:
         given, adapter = adapter, adapter_folder(adapter)
         if adapter != given:
@@ -264,34 +276,28 @@ def eval_cmd(
     name = _slug(model) + (
         f"-{_slug(str(adapter.parent if adapter.name == 'adapter' else adapter))}" if adapter else ""
     )
-    out = out or Path("runs") / f"eval-{name}"
+    return adapter, name
+
+
+def _evaluate_or_exit(model: str, out: Path, adapter: Optional[str], options: dict) -> list[dict]:
+    """Run the evaluation; Ctrl-C exits 130 with a line saying how to resume (finished items are on disk,
+    appended as they are made)."""
+    from hmxfeel.evaluate import evaluate
+
     try:
-        records = evaluate(
-            model,
-            out,
-            adapter=str(adapter) if adapter else None,
-            suite=suite,
-            data_dir=data_dir,
-            limit=limit,
-            resume=resume,
-            judge=judge,
-            judge_model=judge_model,
-            rubric_path=rubric,
-            prompts_path=prompts,
-            seed=seed,
-            device=device,
-            humanlike_limit=humanlike_limit,
-            backend=backend,
-            judge_format=judge_format,
-            other_judge=other_judge,
-            tasks=tasks,
-        )
-    except KeyboardInterrupt:  # Ctrl-C: finished items are on disk (appended as they are made)
+        return evaluate(model, out, adapter=adapter, **options)
+    except KeyboardInterrupt:
         print(
             f"hmx: interrupted: {out}: finished items are kept; rerun the same command with --resume to continue",
             file=sys.stderr,
         )
         raise typer.Exit(130) from None
+
+
+def _print_eval_results(records: list[dict], name: str, out: Path) -> None:
+    """One row per metric (value, CI, n), then what did not run and why, e.g. no --data-dir and no Hub."""
+    from hmxfeel.evaluate import skip_summary
+
     table = Table("eval", "metric", "value", "95% CI", "n", "better", title=f"hmx eval: {name}")
     for r in records:
         if r.get("skipped"):
@@ -303,7 +309,7 @@ def eval_cmd(
         n = f"{r['n']} (+{r['n_nonfinite']} non-finite left out)" if r.get("n_nonfinite") else str(r["n"])
         table.add_row(r["eval"], r["metric"], value, ci, n, r["better"] or "")
     Console().print(table)
-    for line in skip_summary(records):  # what did not run and why, e.g. no --data-dir and no Hub
+    for line in skip_summary(records):
         console.print(Text(line, style="yellow"))
     console.print(f"[green]results written to {out / 'results.json'}")
 

@@ -234,18 +234,7 @@ def evaluate(
     tasks: list[str] | str | None = None,
 ) -> list[dict]:
     """Evaluate `model` (+ `adapter`) into `out`; `tasks` picks part of the suite (see check_tasks)."""
-    if backend not in ("hf", "vllm"):
-        raise UserError(f"--backend must be 'hf' or 'vllm', got {backend!r}")
-    if backend == "vllm":
-        import importlib.util
-
-        if importlib.util.find_spec("vllm") is None:
-            raise UserError("--backend vllm needs vLLM: pip install 'hmx-feel[vllm]'")
-    if suite not in SUITES:
-        raise UserError(f"--suite must be one of {SUITES}, got {suite!r}")
-    for name, value in (("--limit", limit), ("--humanlike-limit", humanlike_limit)):
-        if value is not None and value < 1:
-            raise UserError(f"{name} must be >= 1, got {value}")
+    _check_options(backend, suite, limit, humanlike_limit)
     tasks = check_tasks(tasks, suite)
     if adapter:
         adapter = str(adapter_folder(adapter))
@@ -274,6 +263,22 @@ def evaluate(
             other_judge,
             tasks,
         )
+
+
+def _check_options(backend: str, suite: str, limit: int | None, humanlike_limit: int | None) -> None:
+    """Refuse a bad backend, suite or limit (and vLLM asked for but not installed) before anything loads."""
+    if backend not in ("hf", "vllm"):
+        raise UserError(f"--backend must be 'hf' or 'vllm', got {backend!r}")
+    if backend == "vllm":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise UserError("--backend vllm needs vLLM: pip install 'hmx-feel[vllm]'")
+    if suite not in SUITES:
+        raise UserError(f"--suite must be one of {SUITES}, got {suite!r}")
+    for name, value in (("--limit", limit), ("--humanlike-limit", humanlike_limit)):
+        if value is not None and value < 1:
+            raise UserError(f"{name} must be >= 1, got {value}")
 
 
 def _check_eval_folder(out: Path, model: str, adapter, resume: bool) -> None:
@@ -327,7 +332,8 @@ def _evaluate(
     other_judge,
     tasks=None,
 ) -> list[dict]:
-    from hmxfeel.evals import humanlike
+    """Load the rubric, prompts and model (+ adapter), run the human-likeness part and the battery, then write
+    results.json with the manifest of what the numbers depend on."""
     from hmxfeel.train import versions
 
     started = time.time()
@@ -346,41 +352,40 @@ def _evaluate(
     human_limit = next((x for x in (humanlike_limit, limit) if x is not None), 16 if suite == "quick" else None)
     records = []
     if run_human:
-        indep, indep_name = independent_judge(judge, rubric, judge_model, device)
-        records += humanlike.run(
-            loaded,
-            rubric,
-            prompt_set,
-            out,
-            resume=resume,
-            independent=indep,
-            independent_name=indep_name,
-            limit=human_limit,
-            seed=seed,
-            fingerprint=fingerprint,
-            judge_format=judge_format,
-        )
+        run_kw = dict(resume=resume, limit=human_limit, seed=seed, fingerprint=fingerprint, judge_format=judge_format)
+        records += _humanlike(loaded, rubric, prompt_set, out, judge, judge_model, device, **run_kw)
     if suite != "humanlike" and battery != []:
         lm = _vllm_lm(loaded, adapter) if backend == "vllm" else None
         records += _battery(loaded, suite, data_dir, limit, out, resume, seed, lm, battery)
-    manifest = {
+    settings = dict(suite=suite, tasks=tasks, data_dir=data_dir, limit=limit, humanlike_limit=human_limit, seed=seed)
+    manifest = _manifest(model, loaded, adapter, settings, rubric, prompt_set, versions(), started)
+    atomic_write_json(out / "results.json", {"manifest": manifest, "records": records})
+    return records
+
+
+def _humanlike(loaded, rubric, prompt_set, out, judge, judge_model, device, **run_kw) -> list[dict]:
+    """The human-likeness part: answers scored by the self-judge and, when `judge` names one (a model spec or an
+    endpoint URL), by an independent judge with the same rubric."""
+    from hmxfeel.evals import humanlike
+
+    indep, indep_name = independent_judge(judge, rubric, judge_model, device)
+    return humanlike.run(loaded, rubric, prompt_set, out, independent=indep, independent_name=indep_name, **run_kw)
+
+
+def _manifest(model, loaded, adapter, settings: dict, rubric, prompt_set, versions: dict, started: float) -> dict:
+    """What the numbers depend on, stored next to them: model and adapter, the suite's `settings`, the rubric's and
+    prompts' hashes, the chat template options and the library versions."""
+    return {
         "model": model,
         "model_path": loaded.path,
         "adapter": str(adapter) if adapter else None,
-        "suite": suite,
-        "tasks": tasks,
-        "data_dir": data_dir,
-        "limit": limit,
-        "humanlike_limit": human_limit,
-        "seed": seed,
+        **settings,  # suite, tasks, data_dir, limit, humanlike_limit, seed
         "rubric_sha256": rubric.sha256,
         "prompts_sha256": prompt_set.sha256 if prompt_set else None,
         "chat_template_kwargs": loaded.family.chat_template_kwargs,
-        "versions": versions(),
+        "versions": versions,
         "wall_s": round(time.time() - started, 1),
     }
-    atomic_write_json(out / "results.json", {"manifest": manifest, "records": records})
-    return records
 
 
 def _vllm_lm(loaded, adapter):

@@ -7,8 +7,10 @@ step; crossing a threshold prints a warning and, with `stop_on_alert`, ends trai
 
 from __future__ import annotations
 
+import json
 import signal
 import warnings
+from pathlib import Path
 
 from hmxfeel import lexical
 
@@ -102,80 +104,89 @@ def make_callback(stop_on_alert: bool = False, length_drift: float = 2.0):
     return Monitor()
 
 
+# (eval, metric) of the battery -> the name the safety slice logs it under.
+SAFETY_WATCHED = {("truthfulqa_mc1", "acc"): "truthfulqa_mc1", ("bbq", "acc_disambig"): "bbq_acc_disambig"}
+
+
 def safety_callback(tokenizer, family, out_dir, every: int, items: int, max_drop: float, data_dir: str | None):
     """Every `every` steps, score the policy on a fixed slice of TruthfulQA MC1 and BBQ (disambiguated accuracy),
     append it to `safety.jsonl`, and stop (after a checkpoint) when either falls more than `max_drop` below its
     value before training. The paper's warning: human-like training can cost truthfulness and change bias."""
-    import json
-    from pathlib import Path
-
     from transformers import TrainerCallback
 
-    from hmxfeel.io import append_jsonl
+    class SafetySlice(_SafetySlice, TrainerCallback):
+        """The slice as a TrainerCallback (transformers is imported only when training asks for it)."""
 
-    watched = {("truthfulqa_mc1", "acc"): "truthfulqa_mc1", ("bbq", "acc_disambig"): "bbq_acc_disambig"}
+    return SafetySlice(tokenizer, family, out_dir, every, items, max_drop, data_dir)
 
-    class SafetySlice(TrainerCallback):
-        def __init__(self):
-            self.baseline: dict[str, float] | None = None
-            self.alert: str | None = None
 
-        def measure(self, model, step: int) -> dict[str, float]:
-            import random
+class _SafetySlice:
+    """The safety slice's state and steps; `safety_callback` makes it a TrainerCallback."""
 
-            import numpy as np
-            import torch
+    def __init__(self, tokenizer, family, out_dir, every: int, items: int, max_drop: float, data_dir: str | None):
+        self.tokenizer, self.family, self.out_dir, self.data_dir = tokenizer, family, out_dir, data_dir
+        self.every, self.items, self.max_drop = every, items, max_drop
+        self.baseline: dict[str, float] | None = None
+        self.alert: str | None = None
 
-            from hmxfeel.evals.runner import run_battery
+    def measure(self, model, step: int) -> dict[str, float]:
+        """The slice scored at `step`, appended to safety.jsonl."""
+        import random
 
-            # Watching must not steer: the slice runs with saved and restored random states, so a run with the
-            # safety slice samples exactly the rollouts it would have sampled without it.
-            py_state, np_state = random.getstate(), np.random.get_state()
-            with torch.random.fork_rng(
-                devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-            ):
-                try:
-                    records = self._battery(run_battery, model, step)
-                finally:
-                    random.setstate(py_state)
-                    np.random.set_state(np_state)
-            values = {
-                name: r["value"]
-                for r in records
-                for key, name in watched.items()
-                if (r["eval"], r.get("metric")) == key and r.get("value") is not None
-            }
-            append_jsonl(Path(out_dir) / "safety.jsonl", [{"step": step, **values}])
-            return values
+        import numpy as np
+        import torch
 
-        def _battery(self, run_battery, model, step: int):
-            return run_battery(
-                model,
-                tokenizer,
-                family,
-                suite="quick",
-                data_dir=data_dir,
-                limit=items,
-                out_dir=Path(out_dir) / "safety" / f"step-{step}",
-                evals=["truthfulqa_mc1", "bbq"],
+        from hmxfeel.evals.runner import run_battery
+        from hmxfeel.io import append_jsonl
+
+        # Watching must not steer: the slice runs with saved and restored random states, so a run with the
+        # safety slice samples exactly the rollouts it would have sampled without it.
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []):
+            try:
+                records = self._battery(run_battery, model, step)
+            finally:
+                random.setstate(py_state)
+                np.random.set_state(np_state)
+        values = {
+            name: r["value"]
+            for r in records
+            for key, name in SAFETY_WATCHED.items()
+            if (r["eval"], r.get("metric")) == key and r.get("value") is not None
+        }
+        append_jsonl(Path(self.out_dir) / "safety.jsonl", [{"step": step, **values}])
+        return values
+
+    def _battery(self, run_battery, model, step: int):
+        return run_battery(
+            model,
+            self.tokenizer,
+            self.family,
+            suite="quick",
+            data_dir=self.data_dir,
+            limit=self.items,
+            out_dir=Path(self.out_dir) / "safety" / f"step-{step}",
+            evals=["truthfulqa_mc1", "bbq"],
+        )
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        """The value before training: measured at step 0, or read back from safety.jsonl on a resumed run."""
+        if state.is_world_process_zero and self.baseline is None:
+            path = Path(self.out_dir) / "safety.jsonl"
+            rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+            self.baseline = next((r for r in rows if r["step"] == 0), None) or self.measure(model, 0)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        """Every `every` steps: measure, and checkpoint then stop when a value fell more than `max_drop`."""
+        if not state.is_world_process_zero or state.global_step % self.every:
+            return
+        values = self.measure(model, state.global_step)
+        drops = {k: self.baseline[k] - v for k, v in values.items() if k in self.baseline}
+        worst = max(drops, key=drops.get, default=None)
+        if self.max_drop > 0 and worst is not None and drops[worst] > self.max_drop:
+            self.alert = (
+                f"safety slice: {worst} fell {drops[worst]:.3f} (> {self.max_drop}) at step {state.global_step}"
             )
-
-        def on_train_begin(self, args, state, control, model=None, **kwargs):
-            if state.is_world_process_zero and self.baseline is None:
-                path = Path(out_dir) / "safety.jsonl"
-                rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-                self.baseline = next((r for r in rows if r["step"] == 0), None) or self.measure(model, 0)
-
-        def on_step_end(self, args, state, control, model=None, **kwargs):
-            if not state.is_world_process_zero or state.global_step % every:
-                return
-            values = self.measure(model, state.global_step)
-            drops = {k: self.baseline[k] - v for k, v in values.items() if k in self.baseline}
-            worst = max(drops, key=drops.get, default=None)
-            if max_drop > 0 and worst is not None and drops[worst] > max_drop:
-                self.alert = f"safety slice: {worst} fell {drops[worst]:.3f} (> {max_drop}) at step {state.global_step}"
-                warnings.warn(self.alert, stacklevel=1)
-                control.should_save = True
-                control.should_training_stop = True
-
-    return SafetySlice()
+            warnings.warn(self.alert, stacklevel=1)
+            control.should_save = True
+            control.should_training_stop = True

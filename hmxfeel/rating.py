@@ -879,31 +879,7 @@ def summary_tables(summary: dict) -> list[tuple[str, dict]]:
         for g in summary["pooled"]
         if len(g["seeds"]) >= 2
     ]
-    paired = [
-        [
-            _cell(p["source"]),
-            _cell(p["model"]),
-            f"{p['a']} − {p['b']}",
-            p["scale"],
-            str(p["n_pairs"]),
-            ",".join(map(str, p["seeds"])) or "–",
-            f"{p['diff']:+.2f}",
-            _ci(p["ci95"]),
-        ]
-        for p in summary["paired"]
-    ]
-    agree = [
-        [
-            a["scale"],
-            str(a["raters"]),
-            str(a["n_answers"]),
-            str(a["n_multi"]),
-            _fmt(a["alpha"], 3),
-            _fmt(a["pearson"], 3),
-            str(a["n_pearson"]),
-        ]
-        for a in summary["agreement"]
-    ]
+    paired, agree = _paired_rows(summary["paired"]), _agreement_rows(summary["agreement"])
     inst = [[i["scale"], i["instrument"], str(i["n"]), _fmt(i["rho"], 3)] for i in summary["instruments"]]
     tables = [
         ("Mean rating per model, condition and seed", [*key, "seed", "n", *names], groups),
@@ -929,6 +905,39 @@ def summary_tables(summary: dict) -> list[tuple[str, dict]]:
         ("Automatic measures vs the raters' mean (Spearman ρ)", ["scale", "measure", "n", "ρ"], inst),
     ]
     return [(title, {"headers": headers, "rows": rows}) for title, headers, rows in tables if rows]
+
+
+def _paired_rows(paired: list[dict]) -> list[list[str]]:
+    """One row per paired comparison: the mean difference and its 95% CI (starred when it excludes 0)."""
+    return [
+        [
+            _cell(p["source"]),
+            _cell(p["model"]),
+            f"{p['a']} − {p['b']}",
+            p["scale"],
+            str(p["n_pairs"]),
+            ",".join(map(str, p["seeds"])) or "–",
+            f"{p['diff']:+.2f}",
+            _ci(p["ci95"]),
+        ]
+        for p in paired
+    ]
+
+
+def _agreement_rows(agreement: list[dict]) -> list[list[str]]:
+    """One row per scale: how far the raters agree (Krippendorff's alpha, Pearson r for two raters)."""
+    return [
+        [
+            a["scale"],
+            str(a["raters"]),
+            str(a["n_answers"]),
+            str(a["n_multi"]),
+            _fmt(a["alpha"], 3),
+            _fmt(a["pearson"], 3),
+            str(a["n_pearson"]),
+        ]
+        for a in agreement
+    ]
 
 
 def _md_table(t: dict) -> str:

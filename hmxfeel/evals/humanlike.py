@@ -70,30 +70,8 @@ def run(
 
     sampling = {**SAMPLING, **(sampling or {})}
     prompts = prompt_set.split("eval")[:limit]
-    settings = {
-        "prompts": prompt_set.source,
-        "prompts_sha256": prompt_set.sha256,
-        "split": "eval",
-        "n_prompts": len(prompts),
-        "rubric_sha256": rubric.sha256,
-        "judge_format": rubric.judge_format,
-        "self_judge": "frozen base model (adapter disabled)",
-        "self_judge_dtype": judge_dtype,
-        "independent_judge": independent_name or None,
-        "seed": seed,
-        "sampling": sampling,
-        "chat_template_kwargs": loaded.family.chat_template_kwargs,
-    }
-    self_judge = make_judge(
-        "logit",
-        loaded.model,
-        loaded.tokenizer,
-        loaded.family,
-        rubric,
-        format_name=judge_format,
-        identity="frozen",
-        frozen_model=models.judge_copy_for(loaded, judge_dtype),
-    )
+    settings = _settings(loaded, rubric, prompt_set, len(prompts), judge_dtype, independent_name, seed, sampling)
+    self_judge = _self_judge(loaded, rubric, judge_format, judge_dtype)
     settings["judge_format"] = self_judge.fmt.name
     settings["self_judge_spec"] = judge_spec(self_judge)
     store = ItemStore(out_dir, EVAL, {**(fingerprint or {}), **settings, "n_prompts": None}, resume)
@@ -119,6 +97,39 @@ def run(
 
     rows = store.rows([p.id for p in prompts])
     return [record(EVAL, metric, st, settings) | extra.get(metric, {}) for metric, st in metrics(rows).items()]
+
+
+def _settings(loaded, rubric, prompt_set, n_prompts, judge_dtype, independent_name, seed, sampling) -> dict:
+    """What the human-likeness numbers depend on: kept with every metric record and in the items' fingerprint."""
+    return {
+        "prompts": prompt_set.source,
+        "prompts_sha256": prompt_set.sha256,
+        "split": "eval",
+        "n_prompts": n_prompts,
+        "rubric_sha256": rubric.sha256,
+        "judge_format": rubric.judge_format,
+        "self_judge": "frozen base model (adapter disabled)",
+        "self_judge_dtype": judge_dtype,
+        "independent_judge": independent_name or None,
+        "seed": seed,
+        "sampling": sampling,
+        "chat_template_kwargs": loaded.family.chat_template_kwargs,
+    }
+
+
+def _self_judge(loaded, rubric, judge_format, judge_dtype):
+    """The reward the policy was trained on: the base model with the adapter disabled (a frozen copy when the
+    judge runs in another dtype), scoring with the rubric's logit judge."""
+    return make_judge(
+        "logit",
+        loaded.model,
+        loaded.tokenizer,
+        loaded.family,
+        rubric,
+        format_name=judge_format,
+        identity="frozen",
+        frozen_model=models.judge_copy_for(loaded, judge_dtype),
+    )
 
 
 def _answer_and_judge(

@@ -346,13 +346,7 @@ def run_battery(
     A UserError is raised only for bad arguments or a refused resume; any data or scoring
     problem of one evaluation becomes a skipped record (errors are logged to `out_dir/errors.log`).
     """
-    if suite not in SUITES:
-        raise UserError(f"unknown suite '{suite}' (choose from {', '.join(SUITES)})")
-    unknown = [e for e in (evals or []) if e not in EVALS]
-    if unknown:
-        raise UserError(f"unknown eval '{unknown[0]}' (choose from {', '.join(EVALS)})")
-    if limit is not None and limit < 1:
-        raise UserError("--limit must be at least 1")
+    _check_battery_args(suite, evals, limit)
     log = log or (lambda msg: print(f"[hmx eval] {msg}", file=sys.stderr, flush=True))
     battery = Battery(
         model, tokenizer, family, suite, data_dir, limit, out_dir, resume, seed, batch_size, model_info, log
@@ -366,17 +360,7 @@ def run_battery(
     try:
         for name in evals or EVALS:
             start = time.monotonic()
-            try:
-                recs = battery.run_one(name)
-            except data_mod.DataMissing as exc:
-                recs = [skipped(name, str(exc), battery.settings(name))]
-            except UserError:
-                raise
-            except Exception as exc:  # one broken evaluation must not lose the others
-                Path(out_dir).mkdir(parents=True, exist_ok=True)
-                with open(Path(out_dir) / "errors.log", "a", encoding="utf-8") as fh:
-                    fh.write(f"--- {name}\n{traceback.format_exc()}\n")
-                recs = [skipped(name, f"error: {type(exc).__name__}: {exc}", battery.settings(name), error=True)]
+            recs = _run_guarded(battery, name, out_dir)
             timing[name] = round(time.monotonic() - start, 1)
             for r in recs:
                 if r.get("skipped"):
@@ -388,3 +372,30 @@ def run_battery(
     summary = {"records": records, "seconds": timing, "settings_sha256": sha256_json(battery.settings("*"))}
     atomic_write_json(Path(out_dir) / "battery.json", summary)
     return records
+
+
+def _check_battery_args(suite: str, evals: list[str] | None, limit: int | None) -> None:
+    """Refuse an unknown suite or eval and a limit below 1: bad arguments, not a problem of one evaluation."""
+    if suite not in SUITES:
+        raise UserError(f"unknown suite '{suite}' (choose from {', '.join(SUITES)})")
+    unknown = [e for e in (evals or []) if e not in EVALS]
+    if unknown:
+        raise UserError(f"unknown eval '{unknown[0]}' (choose from {', '.join(EVALS)})")
+    if limit is not None and limit < 1:
+        raise UserError("--limit must be at least 1")
+
+
+def _run_guarded(battery: Battery, name: str, out_dir: str | Path) -> list[dict]:
+    """One evaluation's records; missing data or any error of its own becomes a skipped record (the traceback
+    appended to `out_dir/errors.log`), so one broken evaluation does not lose the others. UserError passes."""
+    try:
+        return battery.run_one(name)
+    except data_mod.DataMissing as exc:
+        return [skipped(name, str(exc), battery.settings(name))]
+    except UserError:
+        raise
+    except Exception as exc:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(out_dir) / "errors.log", "a", encoding="utf-8") as fh:
+            fh.write(f"--- {name}\n{traceback.format_exc()}\n")
+        return [skipped(name, f"error: {type(exc).__name__}: {exc}", battery.settings(name), error=True)]
