@@ -243,7 +243,9 @@ def eval_cmd(
     device: Optional[str] = typer.Option(None, help="'cpu' or 'cuda' (default: cuda when available)."),
     humanlike_limit: Optional[int] = typer.Option(None, help="Eval prompts for human-likeness (default: --limit)."),
     backend: str = typer.Option(
-        "hf", help="Battery scoring backend: 'hf' (in-process) or 'vllm' (lm-eval's vLLM, GPU)."
+        "hf",
+        help="Battery scoring backend: 'hf' (in-process; local tasks by the fast engine), 'lm-eval' (in-process, "
+        "lm-eval's own HFLM loop: the reference, slower) or 'vllm' (lm-eval's vLLM, GPU).",
     ),
     judge_format: Optional[str] = typer.Option(
         None, help="Self-judge format (default: the one that rewarded the adapter, else the rubric's)."

@@ -17,6 +17,9 @@ from hmxfeel.errors import UserError
 from hmxfeel.io import atomic_write_json, folder_lock, read_text
 
 SUITES = ("default", "quick", "study", "humanlike")
+# Battery backends: "hf" = in-process, local tasks scored by the fast engine (evals/fastmc.py); "lm-eval" = in-process,
+# HFLM's own loop for everything (the reference, slower); "vllm" = lm-eval's vLLM backend (GPU).
+BACKENDS = ("hf", "lm-eval", "vllm")
 HUMANLIKE = "humanlike"  # the human-likeness part, selectable by --tasks like any battery evaluation
 
 
@@ -267,8 +270,8 @@ def evaluate(
 
 def _check_options(backend: str, suite: str, limit: int | None, humanlike_limit: int | None) -> None:
     """Refuse a bad backend, suite or limit (and vLLM asked for but not installed) before anything loads."""
-    if backend not in ("hf", "vllm"):
-        raise UserError(f"--backend must be 'hf' or 'vllm', got {backend!r}")
+    if backend not in BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "vllm":
         import importlib.util
 
@@ -356,7 +359,8 @@ def _evaluate(
         records += _humanlike(loaded, rubric, prompt_set, out, judge, judge_model, device, **run_kw)
     if suite != "humanlike" and battery != []:
         lm = _vllm_lm(loaded, adapter) if backend == "vllm" else None
-        records += _battery(loaded, suite, data_dir, limit, out, resume, seed, lm, battery)
+        engine = "lm-eval" if backend == "lm-eval" else "fast"
+        records += _battery(loaded, suite, data_dir, limit, out, resume, seed, lm, battery, engine)
     settings = dict(suite=suite, tasks=tasks, data_dir=data_dir, limit=limit, humanlike_limit=human_limit, seed=seed)
     manifest = _manifest(model, loaded, adapter, settings, rubric, prompt_set, versions(), started)
     atomic_write_json(out / "results.json", {"manifest": manifest, "records": records})
@@ -398,7 +402,7 @@ def _vllm_lm(loaded, adapter):
     return VLLM(**kwargs)
 
 
-def _battery(loaded, suite, data_dir, limit, out, resume, seed, lm=None, evals=None) -> list[dict]:
+def _battery(loaded, suite, data_dir, limit, out, resume, seed, lm=None, evals=None, engine="fast") -> list[dict]:
     from hmxfeel.evals.runner import run_battery
 
     return run_battery(
@@ -413,4 +417,5 @@ def _battery(loaded, suite, data_dir, limit, out, resume, seed, lm=None, evals=N
         seed=seed,
         lm=lm,
         evals=evals,
+        engine=engine,
     )

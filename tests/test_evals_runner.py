@@ -192,3 +192,10 @@ def test_hellaswag_is_scored_locally_when_the_data_folder_has_it(root, tmp_path)
     # ending scores -1 (ll = -len), so acc_norm takes the first: right only for the task labelled 0.
     assert acc["value"] == 0.0 and norm["value"] == 0.5
     assert acc["settings"]["engine"] == "fast"
+
+
+def test_engine_is_recorded_and_checked(root, tmp_path):
+    recs = run(root, tmp_path / "out", ShortestLM(), evals=["persona"], engine="lm-eval")
+    assert {r["settings"]["engine"] for r in recs} == {"lm-eval"}
+    with pytest.raises(UserError, match="unknown scoring engine 'turbo'"):
+        run(root, tmp_path / "out2", ShortestLM(), evals=["persona"], engine="turbo")

@@ -188,7 +188,8 @@ class Battery:
         self.data_dir = data_mod.resolve_data_dir(data_dir)
         self.model_info = model_info or model_fingerprint(model)
         self.chat = lmeval.chat_settings(tokenizer, family)
-        self._lm = None
+        self._lm = self._upstream_lm = None
+        self.injected = False  # an lm handed in by the caller scores everything
         self._hub: bool | None = None
         self.engine = "fast"  # lmeval.ENGINES: how local multiple-choice tasks get their log-likelihoods
 
@@ -197,6 +198,15 @@ class Battery:
         if self._lm is None:
             self._lm = lmeval.make_lm(self.model, self.tokenizer, self.family, self.batch_size, self.engine)
         return self._lm
+
+    @property
+    def upstream_lm(self):
+        """Hub tasks keep lm-eval's own engine (the fast one is checked only on the local tasks' formats)."""
+        if self.injected or self.engine == "lm-eval":
+            return self.lm
+        if self._upstream_lm is None:
+            self._upstream_lm = lmeval.make_lm(self.model, self.tokenizer, self.family, self.batch_size, "lm-eval")
+        return self._upstream_lm
 
     def hub(self) -> bool:
         if self._hub is None:
@@ -279,7 +289,7 @@ class Battery:
         done_marker = store.dir / f"{eval_name}.complete.json"
         if not (self.resume and done_marker.exists()):
             tasks = lmeval.load_upstream_task(task_name)
-            result = lmeval.evaluate_samples(self.lm, tasks, limit=limit)
+            result = lmeval.evaluate_samples(self.upstream_lm, tasks, limit=limit)
             rows = []
             for sub, samples in result["samples"].items():
                 for s in samples:
@@ -353,7 +363,7 @@ def run_battery(
     )
     if engine not in lmeval.ENGINES:
         raise UserError(f"unknown scoring engine '{engine}' (choose from {', '.join(lmeval.ENGINES)})")
-    battery._lm, battery.engine = lm, engine
+    battery._lm, battery.engine, battery.injected = lm, engine, lm is not None
     records: list[dict] = []
     timing: dict[str, float] = {}
     was_training = model.training
