@@ -265,8 +265,9 @@ def _child(exp: Experiment, stage: Stage, device: str, threads: int, parent: int
         sys.exit(2)
 
 
-def run(exp: Experiment, text: str, out: Path, log=print) -> Path:
-    """Run (or continue) the experiment in `out`; returns the report path."""
+def run(exp: Experiment, text: str, out: Path, log=print, twin_size: str = "tiny") -> Path:
+    """Run (or continue) the experiment in `out`; returns the report path. `twin_size`: the twins' size when the
+    experiment asks for twins ("full" keeps each architecture's size: bench/gpu_twins.py on a GPU)."""
     from hmxfeel import models
     from hmxfeel.report import build_report
 
@@ -274,7 +275,7 @@ def run(exp: Experiment, text: str, out: Path, log=print) -> Path:
     if exp.twins:  # before anything else: every later check and stage sees the twins and the shrunk settings
         from hmxfeel import twins
 
-        exp, record = twins.dry_run(exp, twins.sources_folder(None if exp.twins is True else exp.twins))
+        exp, record = twins.dry_run(exp, twins.sources_folder(None if exp.twins is True else exp.twins), twin_size)
     device = exp.device or models.default_device()
     if exp.parallel > 1 and device != "cpu":
         raise UserError(

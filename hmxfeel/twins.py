@@ -276,14 +276,14 @@ def _shrunk(block: dict, keys) -> dict:
     return out
 
 
-def dry_run(exp, sources: Path | None):
-    """`exp` with every model replaced by its tiny random twin and its run length shrunk; returns it with the
-    record of what was replaced (written to OUT/twins.json and shown first in the report)."""
+def dry_run(exp, sources: Path | None, size: str = "tiny"):
+    """`exp` with every model replaced by its random twin (tiny, or "full": the real architecture's size) and its
+    run length shrunk; returns it with the record of what was replaced (OUT/twins.json, the report's first part)."""
     import dataclasses
 
     import torch
 
-    twins = [make_twin(m["model"], m["name"], sources) for m in exp.models]
+    twins = [make_twin(m["model"], m["name"], sources, size) for m in exp.models]
     device = exp.device if exp.device in (None, "cpu") or torch.cuda.is_available() else "cpu"  # a dry run needs no GPU
     shrunk = dataclasses.replace(
         exp,
