@@ -176,6 +176,10 @@ def training_figure(model_dir: Path, seed_dir: Path, out_png: Path) -> Path | No
     if not drawn:
         plt.close(fig)
         return None
+    for ax in axes.flat[: len(panels)]:
+        if not ax.lines:  # a metric this run did not log
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", color="grey", transform=ax.transAxes)
     axes.flat[0].legend()
     fig.suptitle(f"training curves: {model_dir.name} / {seed_dir.name}")
     return _save(fig, out_png)
@@ -316,7 +320,8 @@ def humanlike_figure(rows: list[dict], title: str, out_png: Path) -> Path | None
         values = [r[key] for r in rows]
         err = _yerr(values, [r.get(f"ci95_{key}") for r in rows])
         ax.bar(x + (k - 1) * w, values, w, yerr=err, capsize=2, label=label, color=colour, ecolor="black")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.22)  # room above 1 for the legend
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_title("values, 95% interval per model", fontsize=10)
     for k, (key, label, colour) in enumerate(
         (("rev", "HL − reverse", "tab:purple"), ("base", "HL − base", "tab:orange"))
@@ -325,10 +330,11 @@ def humanlike_figure(rows: list[dict], title: str, out_png: Path) -> Path | None
         err = _yerr(diffs, [r[f"ci_hl_{key}"] for r in rows])
         dx.bar(x + (k - 0.5) * w, diffs, w, yerr=err, capsize=2, label=label, color=colour, ecolor="black")
     dx.axhline(0, color="black", linewidth=0.8)
+    dx.margins(y=0.22)
     dx.set_title("differences, paired bootstrap 95% CI", fontsize=10)
     for a in (ax, dx):
         a.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
-        a.legend(fontsize=8)
+        a.legend(fontsize=8, loc="upper center", ncol=3, frameon=False)
     fig.suptitle(title)
     return _save(fig, out_png)
 
