@@ -587,6 +587,8 @@ def _manifest(run_dir: Path) -> dict:
     stored = run_dir / "experiment.yaml"
     state = _json(run_dir / "stages.json") or {"done": {}}
     manifest = {"stages": state.get("done", {}), "experiment": read_text(stored) if stored.exists() else None}
+    if state.get("extensions"):  # seeds added to the experiment after it first ran (hmx run --seeds K)
+        manifest["seed_extensions"] = state["extensions"]
     keys = ("model", "direction", "config", "rubric", "prompts", "versions", "device", "steps_done")
     for run_json in sorted(run_dir.glob("*/seed*/*/run.json")):
         rec = _json(run_json)
