@@ -117,7 +117,8 @@ def part_html(run_dir: Path, part) -> str:
         return _figure(run_dir, part, None)
     text = str(part)
     if text.startswith("```"):
-        return f"<details><summary>show</summary><pre>{html.escape(text[4:-4])}</pre></details>"
+        lines = text.count("\n") - 1
+        return f"<details><summary>show ({lines} lines)</summary><pre>{html.escape(text[4:-4])}</pre></details>"
     return f"<p>{inline(text)}</p>"
 
 
