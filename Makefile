@@ -23,7 +23,15 @@ setup: $(BIN)/.installed
 demo: setup
 	$(BIN)/hmx run --preset demo
 
+# The browser test (tests/test_report_html.py) opens report.html in Debian's chromium: installed here when missing
+# (about a minute, once), never fatal; without it that one test skips.
+BROWSER := command -v chromium >/dev/null || (export DEBIAN_FRONTEND=noninteractive; \
+	apt-get install -y -q chromium >/dev/null 2>&1 || \
+	(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1) || \
+	echo "chromium not installed: the browser test will skip")
+
 test: setup
+	@$(BROWSER)
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

@@ -322,7 +322,11 @@ def run_cmd(
     experiment: Optional[Path] = typer.Argument(None, help="Experiment YAML (see hmxfeel/data/presets/)."),
     preset: Optional[str] = typer.Option(None, help="A packaged experiment: 'demo' (embedded model, CPU) or 'paper'."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: the experiment's `out`)."),
-    seeds: Optional[int] = typer.Option(None, help="Repeat training with K seeds (0..K-1)."),
+    seeds: Optional[int] = typer.Option(
+        None,
+        help="Repeat training with K seeds (0..K-1). On an experiment folder run with fewer seeds, adds the "
+        "missing ones and keeps every finished stage.",
+    ),
     twins: bool = typer.Option(
         False,
         "--twins",

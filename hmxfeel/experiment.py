@@ -296,8 +296,7 @@ def _run_locked(
 ) -> Path:
     # The stored experiment text names `twins:`, so a dry run and a real run never share a folder.
     stored = out / "experiment.yaml"
-    if stored.exists() and yaml.safe_load(read_text(stored)) != yaml.safe_load(text):
-        raise UserError(f"{out}: holds a different experiment (see {stored}); use another --out")
+    extension = seed_extension(out, stored, text)
     atomic_write_text(stored, text)
     if twins is not None:  # what each model was replaced by: the report's first section
         from hmxfeel.twins import TWINS_FILE
@@ -305,6 +304,11 @@ def _run_locked(
         atomic_write_json(out / TWINS_FILE, twins)
     state_path = out / STATE_FILE
     state = json.loads(read_text(state_path)) if state_path.exists() else {"done": {}}
+    if extension:
+        state.setdefault("extensions", []).append(extension)
+        atomic_write_json(state_path, state)
+        seeds = f"seeds {extension['seeds_before']} -> {extension['seeds_after']}"
+        log(f"adding seed(s) {extension['added']} to the experiment ({seeds}); its finished stages are kept")
     stages = plan(exp, out)
     started = time.time()
 
@@ -332,6 +336,31 @@ def _run_locked(
         run_parallel(exp, todo, device, state, finished, log, started)
     log(f"report (elapsed {time.time() - started:.0f} s)")
     return build_report(out)
+
+
+def seed_extension(out: Path, stored: Path, text: str) -> dict | None:
+    """The experiment stored in `out` against this one. The same: None. The same but for more seeds: the
+    extension, for stages.json (every finished stage is kept; the new seeds' stages run). Anything else,
+    fewer seeds included, is a different experiment and refused: its results would not be comparable."""
+    if not stored.exists():
+        return None
+    old, new = yaml.safe_load(read_text(stored)) or {}, yaml.safe_load(text) or {}
+    if old == new:
+        return None
+    before, after = old.pop("seeds", [0]), new.pop("seeds", [0])  # [0]: Experiment's default
+    if old != new or not isinstance(before, list) or not isinstance(after, list):
+        raise UserError(f"{out}: holds a different experiment (see {stored}); use another --out")
+    removed = [seed for seed in before if seed not in after]
+    if removed:
+        raise UserError(
+            f"{out}: holds seeds {sorted(before)}; this experiment leaves out {sorted(removed)}. Seeds can be added "
+            f"to an experiment, not removed: list all of them (with --seeds K: K >= {max(before) + 1}) or use "
+            "another --out"
+        )
+    added = [seed for seed in after if seed not in before]
+    if not added:
+        return None  # the same seeds in another order
+    return {"added": added, "seeds_before": before, "seeds_after": after, "time": time.time()}
 
 
 def run_parallel(exp: Experiment, todo: list[Stage], device: str, state: dict, finished, log, started: float) -> None:

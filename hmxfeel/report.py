@@ -8,8 +8,6 @@ statistics are recomputed next to its published values.
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 from pathlib import Path
@@ -103,6 +101,10 @@ def comparison_rows(base: Path, hl: Path, rev: Path) -> list[dict]:
                 "rel_hl_base": signed_change(ah, ab, b2),
                 "ci_hl_rev": boot[ev]["hl_rev"].get(metric),
                 "ci_hl_base": boot[ev]["hl_base"].get(metric),
+                # Each model's own interval (results.json), for the figures' per-model error bars.
+                "ci95_base": (rb.get((ev, metric)) or {}).get("ci95"),
+                "ci95_hl": rec.get("ci95"),
+                "ci95_rev": (rr.get((ev, metric)) or {}).get("ci95"),
             }
         )
     return rows
@@ -124,20 +126,20 @@ def _pct(x) -> str:
     return "–" if x is None or x != x else f"{100 * x:+.1f}%"  # None or NaN (no cells): nothing to show
 
 
-def table(headers: list[str], rows: list[list[str]]) -> dict:
-    return {"headers": headers, "rows": rows}
+def table(headers: list[str], rows: list[list[str]], fold: str | None = None) -> dict:
+    """A table part; `fold` (a short label) folds it in report.html (long tables fold anyway)."""
+    return {"headers": headers, "rows": rows, **({"fold": fold} if fold else {})}
+
+
+def figure(path: Path | None, caption: str) -> list[dict]:
+    """A figure part with its caption ([] when the figure could not be drawn)."""
+    return [{"image": path, "caption": caption}] if path else []
 
 
 def to_markdown(t: dict) -> str:
     lines = ["| " + " | ".join(t["headers"]) + " |", "|" + "---|" * len(t["headers"])]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |" for row in t["rows"]]
     return "\n".join(lines)
-
-
-def to_html(t: dict) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in t["headers"])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in t["rows"])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 # ---------------------------------------------------------------- figures
@@ -168,22 +170,38 @@ def training_figure(model_dir: Path, seed_dir: Path, out_png: Path) -> Path | No
     for direction, colour in (("human", "tab:red"), ("reverse", "tab:blue")):
         rows = [r for r in _jsonl(seed_dir / direction / "metrics.jsonl") if "reward" in r]
         for ax, (key, title) in zip(axes.flat, panels):
-            pts = [(r["step"], r[key]) for r in rows if key in r]
-            if pts:
-                ax.plot(*zip(*pts), color=colour, label=direction)
-                drawn = True
+            drawn = _curve(ax, rows, key, colour, direction) or drawn
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("step", fontsize=8)
     if not drawn:
         plt.close(fig)
         return None
+    for ax in axes.flat[: len(panels)]:
+        if not ax.lines:  # a metric this run did not log
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", color="grey", transform=ax.transAxes)
     axes.flat[0].legend()
     fig.suptitle(f"training curves: {model_dir.name} / {seed_dir.name}")
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png)
+
+
+def _curve(ax, rows: list[dict], key: str, colour: str, label: str) -> bool:
+    """One metric by step; where the step's spread over its rollouts is logged (`KEY_std`), a ± 1 SD band."""
+    pts = [(r["step"], r[key], r.get(f"{key}_std")) for r in rows if key in r]
+    if not pts:
+        return False
+    steps, means, sds = zip(*pts)
+    ax.plot(steps, means, color=colour, label=label)
+    if all(sd is not None for sd in sds):
+        lo, hi = np.subtract(means, sds), np.add(means, sds)
+        ax.fill_between(steps, lo, hi, color=colour, alpha=0.15, linewidth=0)
+    return True
+
+
+TRAINING_CAPTION = (
+    "Each line is the step's mean over its rollouts; the shaded bands on the rubric panels are ± 1 SD of the "
+    "rollouts' scores within the step (their spread, not a confidence interval of the mean)."
+)
 
 
 def safety_figure(seed_dir: Path, out_png: Path) -> Path | None:
@@ -202,16 +220,36 @@ def safety_figure(seed_dir: Path, out_png: Path) -> Path | None:
         for direction, colour in (("human", "tab:red"), ("reverse", "tab:blue")):
             pts = sorted((r["step"], r[key]) for r in runs[direction] if key in r)
             if pts:
-                ax.plot(*zip(*pts), marker="o", color=colour, label=direction)
+                steps, values = zip(*pts)
+                cis = [_safety_ci(seed_dir / direction, step, key) for step in steps]
+                err = _yerr(list(values), cis)
+                shift = (0.01 if direction == "human" else -0.01) * max(steps)  # the two runs' bars side by side
+                x = np.add(steps, shift)
+                ax.errorbar(x, values, yerr=err, marker="o", capsize=3, color=colour, label=direction)
         ax.set_title(f"safety slice: {key}", fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.set_ylim(0, 1)
     axes.flat[0].legend()
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png)
+
+
+def _safety_ci(run: Path, step: int, key: str) -> tuple | None:
+    """The 95% interval the battery gave a safety-slice value (safety/step-K/battery.json), if it is there."""
+    records = (_json(run / "safety" / f"step-{step}" / "battery.json") or {}).get("records", [])
+    from hmxfeel.monitors import SAFETY_WATCHED
+
+    for (ev, metric), name in SAFETY_WATCHED.items():
+        if name == key:
+            for r in records:
+                if (r.get("eval"), r.get("metric")) == (ev, metric) and r.get("ci95"):
+                    return tuple(r["ci95"])
+    return None
+
+
+SAFETY_CAPTION = (
+    "Points: accuracy on the slice at each scored step; error bars: the 95% (Wilson) interval of each value over "
+    "the slice's few items, as its battery.json gives it."
+)
 
 
 def safety_rows(seed_dir: Path) -> list[list[str]]:
@@ -234,32 +272,76 @@ def safety_rows(seed_dir: Path) -> list[list[str]]:
     return out
 
 
+def _hl_rows(rows: list[dict]) -> list[dict]:
+    """The human-likeness rows a figure can show: on the [0, 1] axis (not counts), with all three values."""
+    return [
+        r
+        for r in rows
+        if r.get("eval") == "humanlike"
+        and all(r.get(k) is not None for k in ("base", "hl", "rev"))
+        and "/" in r["metric"]
+        and not r["metric"].endswith("per_answer")
+    ]
+
+
+def _yerr(values: list, cis: list) -> np.ndarray:
+    """matplotlib's (2, n) error-bar array from (lo, hi) intervals; no bar where an interval is missing."""
+    err = np.zeros((2, len(values)))
+    for k, (v, ci) in enumerate(zip(values, cis)):
+        if ci and v is not None and all(c == c for c in ci):
+            err[:, k] = max(0.0, v - ci[0]), max(0.0, ci[1] - v)
+    return err
+
+
+HUMANLIKE_CAPTION = (
+    "Left: each model's value with its own 95% interval over the eval prompts (as results.json gives it: Wilson "
+    "for shares, mean ± 1.96 SE for judge scores). Right: the differences HL − reverse and HL − base with the "
+    "paired bootstrap 95% CIs of the table above (same items); read a difference from the right panel, not from "
+    "overlapping bars on the left. Per-answer counts and answer length are in the table only."
+)
+
+
 def humanlike_figure(rows: list[dict], title: str, out_png: Path) -> Path | None:
+    """Values with per-model intervals, and the paired differences with the table's bootstrap CIs."""
+    rows = _hl_rows(rows)
+    if not rows:
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [
-        r
-        for r in rows
-        if r.get("eval") == "humanlike"
-        and r.get("base") is not None
-        and "/" in r["metric"]
-        and not r["metric"].endswith("per_answer")
-    ]  # counts are not on the [0, 1] axis
-    if not rows:
-        return None
-    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows)), 4))
-    x = np.arange(len(rows))
+    fig, (ax, dx) = plt.subplots(1, 2, figsize=(max(10, 1.2 * len(rows)), 4.2))
+    x, w = np.arange(len(rows)), 0.27
+    labels = [r["metric"].replace("_judge", "") for r in rows]
     for k, (key, label, colour) in enumerate(
         (("base", "base", "grey"), ("hl", "HL", "tab:red"), ("rev", "reverse", "tab:blue"))
     ):
-        ax.bar(x + (k - 1) * 0.27, [r[key] or 0 for r in rows], 0.27, label=label, color=colour)
-    ax.set_xticks(x, [r["metric"].replace("_judge", "") for r in rows], rotation=45, ha="right", fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.legend()
-    ax.set_title(title)
+        values = [r[key] for r in rows]
+        err = _yerr(values, [r.get(f"ci95_{key}") for r in rows])
+        ax.bar(x + (k - 1) * w, values, w, yerr=err, capsize=2, label=label, color=colour, ecolor="black")
+    ax.set_ylim(0, 1.22)  # room above 1 for the legend
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_title("values, 95% interval per model", fontsize=10)
+    for k, (key, label, colour) in enumerate(
+        (("rev", "HL − reverse", "tab:purple"), ("base", "HL − base", "tab:orange"))
+    ):
+        diffs = [r["hl"] - r[key] for r in rows]
+        err = _yerr(diffs, [r[f"ci_hl_{key}"] for r in rows])
+        dx.bar(x + (k - 0.5) * w, diffs, w, yerr=err, capsize=2, label=label, color=colour, ecolor="black")
+    dx.axhline(0, color="black", linewidth=0.8)
+    dx.margins(y=0.22)
+    dx.set_title("differences, paired bootstrap 95% CI", fontsize=10)
+    for a in (ax, dx):
+        a.set_xticks(x, labels, rotation=45, ha="right", fontsize=8)
+        a.legend(fontsize=8, loc="upper center", ncol=3, frameon=False)
+    fig.suptitle(title)
+    return _save(fig, out_png)
+
+
+def _save(fig, out_png: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=90)
@@ -359,11 +441,13 @@ def power_parts(model_dir: Path, seed_dirs: list[Path]) -> tuple[list, list[dict
         seeds=f"{n} seed{'s' if n > 1 else ''}", resampled="training seeds, then items" if n > 1 else "items"
     )
     claim_headers = ["claim (paper)", "direction", "n", "HL − reverse (95% CI)", "HL − base (95% CI)", "MDE", "verdict"]
-    return [note, table(claim_headers, claims), table([*CELL_HEADERS, "resolves 2%"], rows)], cells
+    cell_table = table([*CELL_HEADERS, "resolves 2%"], rows, "every benchmark cell with its n and MDE")
+    return [note, table(claim_headers, claims), cell_table], cells
 
 
-def _seed_parts(run_dir: Path, model_dir: Path, seed_dir: Path) -> dict:
-    """One finished seed's sections, its headline rows and its small breakdown rows (for the appendix)."""
+def _seed_parts(run_dir: Path, model_dir: Path, seed_dir: Path, several: bool = False) -> dict:
+    """One finished seed's sections, its headline rows and its small breakdown rows (for the appendix).
+    With `several` seeds, the per-seed benchmark tables are folded: the pooled cells are the ones to read."""
     base, hl, rev = model_dir / "eval-base", seed_dir / "eval-human", seed_dir / "eval-reverse"
     rows = comparison_rows(base, hl, rev)
     label = f"{model_dir.name} / {seed_dir.name}"
@@ -371,7 +455,6 @@ def _seed_parts(run_dir: Path, model_dir: Path, seed_dir: Path) -> dict:
     bench = [r for r in rows if r["eval"] != "humanlike"]
     # Breakdown rows (per category / set) of under 30 items say little: they go to the appendix.
     small = [r for r in bench if "/" in r["metric"] and "skipped" not in r and (r["n"] or 0) < study.MIN_ROW_N]
-    bench = [r for r in bench if r not in small]
     human_rows = [
         [r["metric"], *(_fmt(r[k]) for k in ("base", "hl", "rev")), _ci(r["ci_hl_rev"]), _ci(r["ci_hl_base"])]
         for r in human
@@ -383,9 +466,9 @@ def _seed_parts(run_dir: Path, model_dir: Path, seed_dir: Path) -> dict:
         human, f"human-likeness: {label}", figures / f"humanlike-{model_dir.name}-{seed_dir.name}.png"
     )
     sections = [
-        (f"{label}: human-likeness", [t_human, *([human_fig] if human_fig else [])]),
-        (f"{label}: benchmarks", [table(BENCH_HEADERS, [_bench_row(r) for r in bench])]),
-        (f"{label}: training curves", [train_fig] if train_fig else ["(no training metrics)"]),
+        (f"{label}: human-likeness", [t_human, *figure(human_fig, HUMANLIKE_CAPTION)]),
+        (f"{label}: benchmarks", bench_parts([r for r in bench if r not in small], several)),
+        (f"{label}: training curves", figure(train_fig, TRAINING_CAPTION) or ["(no training metrics)"]),
         *_safety_section(run_dir, model_dir, seed_dir, label),
         (
             f"{label}: sample answers to the same eval prompts",
@@ -417,11 +500,25 @@ BENCH_HEADERS = [
     "HL − rev (95% CI)",
     "HL − base (95% CI)",
 ]
+SKIP_HEADER = "skipped: why"
+
+
+def bench_parts(rows: list[dict], several: bool = False) -> list[dict]:
+    """The benchmark table (each benchmark's own metrics), its per-category rows folded apart, and the parts
+    that were skipped with the reason in a column of its own (not in the values' columns)."""
+    skipped = [r for r in rows if "skipped" in r]
+    breakdown = [r for r in rows if "/" in r["metric"] and r not in skipped]
+    main = [r for r in rows if r not in breakdown and r not in skipped]
+    fold = "this seed's benchmark values (the pooled cells are above)" if several else None
+    parts = [table(BENCH_HEADERS, [_bench_row(r) for r in main], fold)]
+    if breakdown:
+        parts.append(table(BENCH_HEADERS, [_bench_row(r) for r in breakdown], "per-category breakdown"))
+    if skipped:
+        parts.append(table(["eval", "metric", SKIP_HEADER], [[r["eval"], r["metric"], r["skipped"]] for r in skipped]))
+    return parts
 
 
 def _bench_row(r: dict) -> list:
-    if "skipped" in r:
-        return [r["eval"], r["metric"], "–", "–", "skipped", r["skipped"][:80], "", "", "", "", ""]
     return [
         r["eval"],
         r["metric"],
@@ -447,7 +544,7 @@ def _safety_section(run_dir: Path, model_dir: Path, seed_dir: Path, label: str) 
     return [
         (
             f"{label}: safety slice during training",
-            [text, table(["run", "measure", "first", "last", "change"], safety), *([fig] if fig else [])],
+            [text, table(["run", "measure", "first", "last", "change"], safety), *figure(fig, SAFETY_CAPTION)],
         )
     ]
 
@@ -490,6 +587,8 @@ def _manifest(run_dir: Path) -> dict:
     stored = run_dir / "experiment.yaml"
     state = _json(run_dir / "stages.json") or {"done": {}}
     manifest = {"stages": state.get("done", {}), "experiment": read_text(stored) if stored.exists() else None}
+    if state.get("extensions"):  # seeds added to the experiment after it first ran (hmx run --seeds K)
+        manifest["seed_extensions"] = state["extensions"]
     keys = ("model", "direction", "config", "rubric", "prompts", "versions", "device", "steps_done")
     for run_json in sorted(run_dir.glob("*/seed*/*/run.json")):
         rec = _json(run_json)
@@ -511,58 +610,62 @@ def _front_sections(run_dir: Path) -> list:
     ] * bool(blind)
 
 
+def _model_parts(run_dir: Path, model_dir: Path) -> dict:
+    """A model's per-seed sections, headline and appendix rows, its pooled power section and its cells."""
+    out = {"sections": [], "headline": [], "appendix": [], "power": [], "cells": []}
+    seed_dirs = sorted(model_dir.glob("seed*"))
+    done = [d for d in seed_dirs if all((d / f"eval-{x}" / "results.json").exists() for x in ("human", "reverse"))]
+    for seed_dir in seed_dirs:
+        if seed_dir not in done:
+            out["sections"].append((f"{model_dir.name} / {seed_dir.name}", ["(evaluations not finished yet)"]))
+            continue
+        parts = _seed_parts(run_dir, model_dir, seed_dir, several=len(done) > 1)
+        for key in ("sections", "headline", "appendix"):
+            out[key] += parts[key]
+    out["headline"] += pooled_rows(model_dir, done)
+    if done:
+        parts, model_cells = power_parts(model_dir, done)
+        out["power"].append((f"{model_dir.name}: the paper's benchmark claims, seeds pooled, with power", parts))
+        out["cells"] = [{**c, "model": model_dir.name} for c in model_cells]
+    return out
+
+
 def build_report(run_dir: str | Path) -> Path:
     """Write report.md, report.html and figures/ for an experiment folder; returns report.md."""
     run_dir = Path(run_dir)
-    sections, cells, headline, power, appendix = [], [], [], [], []
+    parts = {"sections": [], "headline": [], "appendix": [], "power": [], "cells": []}
     for model_dir in sorted(p for p in run_dir.iterdir() if p.is_dir() and (p / "eval-base").exists()):
-        finished = []
-        for seed_dir in sorted(model_dir.glob("seed*")):
-            if not all((seed_dir / f"eval-{d}" / "results.json").exists() for d in ("human", "reverse")):
-                sections.append((f"{model_dir.name} / {seed_dir.name}", ["(evaluations not finished yet)"]))
-                continue
-            finished.append(seed_dir)
-            parts = _seed_parts(run_dir, model_dir, seed_dir)
-            sections += parts["sections"]
-            headline += parts["headline"]
-            appendix += parts["appendix"]
-        headline += pooled_rows(model_dir, finished)
-        if finished:
-            parts, model_cells = power_parts(model_dir, finished)
-            power.append((f"{model_dir.name}: the paper's benchmark claims, seeds pooled, with power", parts))
-            cells += [{**c, "model": model_dir.name} for c in model_cells]
-    if appendix:
+        for key, value in _model_parts(run_dir, model_dir).items():
+            parts[key] += value
+    sections = parts["sections"]
+    if parts["appendix"]:
         small_headers = ["model / seed", "eval", "metric", "n", "HL", "reverse", "HL − rev (95% CI)"]
-        sections.append(("Appendix: breakdown rows under 30 items", [table(small_headers, appendix)]))
-    head = table(["model / seed", "measure", "base", "HL", "reverse", "HL − reverse (95% CI)"], headline)
+        small = table(small_headers, parts["appendix"], "breakdown rows under 30 items")
+        sections.append(("Appendix: breakdown rows under 30 items", [small]))
+    head = table(["model / seed", "measure", "base", "HL", "reverse", "HL − reverse (95% CI)"], parts["headline"])
     manifest = "```\n" + json.dumps(_manifest(run_dir), indent=1, default=str)[:20000] + "\n```"
-    ordered = [*_front_sections(run_dir), ("Headline", [INTRO, head, *_summary_parts(cells)]), *power, *sections]
+    headline = ("Headline", [INTRO, head, *_summary_parts(parts["cells"])])
+    ordered = [*_front_sections(run_dir), headline, *parts["power"], *sections]
     return _write(run_dir, [*ordered, ("Run manifest", [manifest])])
 
 
+def _md_part(run_dir: Path, part) -> str:
+    if isinstance(part, dict) and "image" in part:
+        return f"![{part['image'].stem}]({part['image'].relative_to(run_dir)})\n\n*{part['caption']}*\n"
+    if isinstance(part, dict):
+        return (f"{part['fold']}:\n\n" if part.get("fold") else "") + to_markdown(part) + "\n"
+    if isinstance(part, Path):
+        return f"![{part.stem}]({part.relative_to(run_dir)})\n"
+    return str(part) + "\n"
+
+
 def _write(run_dir: Path, sections) -> Path:
-    md, body = ["# hmx-feel report\n"], []
+    from hmxfeel.report_html import page
+
+    md = ["# hmx-feel report\n"]
     for title, parts in sections:
         md.append(f"## {title}\n")
-        body.append(f"<h2>{html.escape(title)}</h2>")
-        for part in parts:
-            if isinstance(part, dict):
-                md.append(to_markdown(part) + "\n")
-                body.append(to_html(part))
-            elif isinstance(part, Path):
-                md.append(f"![{part.stem}]({part.relative_to(run_dir)})\n")
-                data = base64.b64encode(part.read_bytes()).decode()
-                body.append(f'<img alt="{html.escape(part.stem)}" src="data:image/png;base64,{data}">')
-            else:
-                md.append(str(part) + "\n")
-                text = str(part)
-                body.append(
-                    f"<pre>{html.escape(text[4:-4])}</pre>" if text.startswith("```") else f"<p>{html.escape(text)}</p>"
-                )
-    style = "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}pre{font-size:11px;white-space:pre-wrap}"
+        md += [_md_part(run_dir, part) for part in parts]
     atomic_write_text(run_dir / "report.md", "\n".join(md))
-    atomic_write_text(
-        run_dir / "report.html",
-        f"<!doctype html><html><head><meta charset='utf-8'><title>hmx-feel report</title><style>{style}</style></head><body><h1>hmx-feel report</h1>{''.join(body)}</body></html>",
-    )
+    atomic_write_text(run_dir / "report.html", page(run_dir, sections))
     return run_dir / "report.md"

@@ -225,3 +225,64 @@ def test_parallel_stages_stop_when_the_runner_is_killed_then_resume(tmp_path, sm
     assert len(json.loads((out / "stages.json").read_text())["done"]) == 5
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines() if "reward" in json.loads(line)]
     assert steps == list(range(1, 7))  # resumed from the checkpoint, nothing logged twice
+
+
+def test_more_seeds_extend_an_experiment_and_other_changes_are_refused(tmp_path, monkeypatch):
+    """The stored experiment vs a new one: more seeds is an extension (recorded in stages.json; only the new
+    seeds' stages run), fewer seeds or any other change is refused before any stage runs."""
+    ran = []
+    monkeypatch.setattr(experiment, "execute", lambda exp, stage, device: ran.append(stage.id))
+    base = "models: [{name: m, model: embedded}]\ndevice: cpu\nsuite: humanlike\n"
+    out = tmp_path / "run"
+
+    def run(text):
+        ran.clear()
+        path = tmp_path / "e.yaml"
+        path.write_text(text)
+        exp, text = experiment.load(path)
+        experiment.run(exp, text, out, log=lambda m: None)
+        return list(ran)
+
+    assert len(run(base)) == 5  # no `seeds:`: seed 0
+    new_stages = ("train-human", "train-reverse", "eval-human", "eval-reverse")
+    assert run(base + "seeds: [0, 2]\n") == [f"m/seed2/{s}" for s in new_stages]
+    assert run(base + "seeds: [2, 0]\n") == []  # the same seeds in another order: nothing to do
+    state = json.loads((out / "stages.json").read_text())
+    assert len(state["done"]) == 9
+    [ext] = state["extensions"]
+    assert ext["added"] == [2] and ext["seeds_before"] == [0] and ext["seeds_after"] == [0, 2]
+    for text, message in (
+        (base + "seeds: [2]\n", r"holds seeds \[0, 2\]; this experiment leaves out \[0\]"),
+        (base + "seeds: [0, 2, 3]\nlimit: 2\n", "holds a different experiment"),
+    ):
+        with pytest.raises(UserError, match=message):
+            run(text)
+        assert ran == [] and len(json.loads((out / "stages.json").read_text())["extensions"]) == 1
+
+
+def test_hmx_run_seeds_extends_a_finished_tiny_experiment(tmp_path, smol_twin):
+    """`hmx run EXP --seeds 2` on a folder where seed 0 finished: the base evaluation and seed 0's stages are
+    reused untouched, seed 1 is trained and evaluated, and the report pools both seeds."""
+    path, out = tiny_experiment(tmp_path, smol_twin, safety=False, train={"steps": 2}), tmp_path / "run"
+    exp, text = experiment.load(path)
+    experiment.run(exp, text, out, log=lambda m: None)
+    first = json.loads((out / "stages.json").read_text())["done"]
+    seed0 = _snapshot(out / "twin" / "seed0")
+
+    from typer.testing import CliRunner
+
+    from hmxfeel.cli import app
+
+    result = CliRunner().invoke(app, ["run", path, "--out", str(out), "--seeds", "2"])
+    assert result.exit_code == 0, result.output
+    assert "adding seed(s) [1] to the experiment (seeds [0] -> [0, 1])" in " ".join(result.output.split())
+    state = json.loads((out / "stages.json").read_text())
+    assert {k: state["done"][k] for k in first} == first and len(state["done"]) == 9
+    assert _snapshot(out / "twin" / "seed0") == seed0  # nothing of seed 0 rewritten
+    assert state["extensions"][0]["added"] == [1]
+    run = json.loads((out / "twin" / "seed1" / "human" / "run.json").read_text())
+    assert run["status"] == "complete" and run["config"]["seed"] == 1
+    md = (out / "report.md").read_text()
+    assert "| twin / 2 seeds pooled | lexical/any |" in md and "seed_extensions" in md
+    code, line = cli_error(["run", path, "--out", out, "--seeds", "1"])  # fewer seeds: refused
+    assert code == 2 and "seeds can be added to an experiment, not removed" in line.lower()
