@@ -103,13 +103,15 @@ def start_run_until_training_logs(path, out, stderr=subprocess.DEVNULL):
 
 
 def test_tiny_experiment_killed_mid_stage_then_resumed(tmp_path, smol_twin):
-    path, out = tiny_experiment(tmp_path, smol_twin), tmp_path / "run"
+    # 6 steps: the checks below must see the training still running even on a loaded machine (with 3, the
+    # training could finish first and the second check met "the run is complete" instead of the lock).
+    path, out = tiny_experiment(tmp_path, smol_twin, train={"steps": 6, "safety_every": 6}), tmp_path / "run"
     proc, metrics = start_run_until_training_logs(path, out)
-    # Meanwhile the same command in a second terminal, or a training on the stage's folder, is refused.
+    # Meanwhile a training on the stage's folder, or the same command in a second terminal, is refused.
     busy = f"in use by another hmx process (pid {proc.pid}); wait for it to finish or stop it first"
     for args, folder in (
-        (["run", path, "--out", out], out),
         (["train", "--model", smol_twin, "--out", out / "twin/seed0/human", "--resume"], out / "twin/seed0/human"),
+        (["run", path, "--out", out], out),
     ):
         code, line = cli_error(args)
         assert code == 2 and line == f"hmx: error: {folder}: {busy}"
@@ -125,7 +127,7 @@ def test_tiny_experiment_killed_mid_stage_then_resumed(tmp_path, smol_twin):
     state = json.loads((out / "stages.json").read_text())
     assert len(state["done"]) == 5
     run = json.loads((out / "twin" / "seed0" / "human" / "run.json").read_text())
-    assert run["status"] == "complete" and run["steps_done"] == 3
+    assert run["status"] == "complete" and run["steps_done"] == 6
     from hmxfeel import rubric as R
 
     own = R.load(exp.rubric)
@@ -133,7 +135,7 @@ def test_tiny_experiment_killed_mid_stage_then_resumed(tmp_path, smol_twin):
     results = json.loads((out / "twin" / "seed0" / "eval-human" / "results.json").read_text())
     assert {r["settings"]["rubric_sha256"] for r in results["records"] if r["eval"] == "humanlike"} == {own.sha256}
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines() if "reward" in json.loads(line)]
-    assert steps == [1, 2, 3]  # nothing logged twice after the resume
+    assert steps == [1, 2, 3, 4, 5, 6]  # nothing logged twice after the resume
     md = report.read_text()
     for section in (
         "Headline",
