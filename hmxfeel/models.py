@@ -278,7 +278,13 @@ def load(spec: str, device: str | None = None, dtype=None, for_training: bool = 
 
 
 def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has native bf16 matmul instructions (AVX512-BF16 or AMX): bf16 is then ~2x fp32."""
+    """True when the CPU has native bf16 matmul instructions (AVX512-BF16 or AMX) and torch may use them: bf16 is
+    then ~2x fp32. A dispatch capped below AVX-512 (`ATEN_CPU_CAPABILITY=avx2`, as on an AVX2-only CPU) has no
+    native bf16 path, where a bf16 copy is several times slower than fp32."""
+    import torch
+
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AVX512_BF16", "AMX"):
+        return False
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:

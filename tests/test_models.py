@@ -1,5 +1,6 @@
 """Model resolution: Hub ids fail fast when the Hub cannot be reached, and a cached copy is used instead."""
 
+import os
 import time
 
 import pytest
@@ -43,3 +44,15 @@ def test_hub_ids_and_embedded_name_one_model():
     assert models.hub_id("embedded") == models.EMBEDDED_HUB_ID == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert models.same_model("embedded", "huggingfacetb/smollm2-135m-instruct")
     assert not models.same_model("embedded", "Qwen/Qwen3-0.6B") and models.hub_id("/some/folder") is None
+
+
+def test_no_bf16_judge_copy_when_torch_dispatch_is_capped_below_avx512():
+    """Regression: under `ATEN_CPU_CAPABILITY=avx2` (how an AVX2-only CPU is approximated) `auto` still chose a bf16
+    judge copy from /proc/cpuinfo's flags, which torch could not use natively there."""
+    import subprocess
+    import sys
+
+    code = "from hmxfeel.models import cpu_has_fast_bf16; print(cpu_has_fast_bf16())"
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
