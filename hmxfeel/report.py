@@ -392,7 +392,8 @@ def _ci_points(ci) -> str:
 
 
 POWER_NOTE = (
-    "Values and differences in points (100 × the metric). {seeds} pooled: the CIs resample {resampled}; MDE = the "
+    "Values and differences in points (100 × the metric). {seeds} pooled (n counts items × seeds): the CIs resample "
+    "{resampled}; MDE = the "
     "smallest HL − reverse difference this many items would detect with 80% power (two-sided α = 0.05), from the "
     "paired item bootstrap's standard error (item sampling only). `resolves 2%`: MDE ≤ 2% of the reverse model's "
     "value, the size of change the paper's summary share counts."
