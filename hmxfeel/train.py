@@ -37,6 +37,7 @@ from hmxfeel.io import (
 from hmxfeel.judge import judge_spec, make_judge
 from hmxfeel.monitors import make_callback, safety_callback
 from hmxfeel.reward import RubricReward, check_direction
+from hmxfeel.steplog import use_step_lines
 
 RUN_FILE = "run.json"
 
@@ -539,6 +540,7 @@ def _build_trainer(run: _Run, cfg, loaded, judge, rubric, dataset, bf16: bool):
         callbacks=callbacks,
     )
     _tensorboard_into(trainer, run.out / "tensorboard")
+    use_step_lines(trainer)  # one readable line per step instead of the raw metrics dict
     trainer.resume_hint = run.resume_hint
     judge.model = trainer.model  # the PeftModel: frozen judge = adapter disabled, policy judge = adapter on
     return trainer, monitor, safety
