@@ -40,11 +40,11 @@ def step_line(logs: dict, step: int, max_steps: int) -> str | None:
 
 
 def step_printer():
-    """A TrainerCallback writing `step_line` to stderr on the main process."""
+    """A TrainerCallback writing `step_line` to stdout on the main process."""
     from rich.console import Console
     from transformers import TrainerCallback
 
-    console = Console(stderr=True, highlight=False)
+    console = Console(highlight=False)  # stdout, where transformers printed the dict: stderr stays for errors
 
     class StepLine(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
