@@ -57,9 +57,8 @@ def open_chat(
     seed: int = 0,
 ) -> Chat:
     """Load the base model once, attach every adapter under its own name, and build the frozen self-judge."""
-    from hmxfeel.evals.humanlike import SAMPLING
+    from hmxfeel.evals.humanlike import SAMPLING, frozen_self_judge
     from hmxfeel.evaluate import attach_adapter
-    from hmxfeel.judge import make_judge
 
     if max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
@@ -75,16 +74,7 @@ def open_chat(
     for i, (path, title) in enumerate(zip(adapters, titles(adapters))):
         loaded = attach_adapter(loaded, path, name=f"adapter{i}")
         columns.append((title, f"adapter{i}"))
-    judge = make_judge(
-        "logit",
-        loaded.model,
-        loaded.tokenizer,
-        loaded.family,
-        rubric,
-        format_name=judge_format,
-        identity="frozen",
-        frozen_model=models.judge_copy_for(loaded, "auto"),
-    )
+    judge = frozen_self_judge(loaded, rubric, judge_format, "auto")  # the same self-judge as `hmx eval`
     return Chat(loaded, rubric, judge, columns, {**SAMPLING, "max_new_tokens": max_new_tokens}, system, seed)
 
 

@@ -71,7 +71,7 @@ def run(
     sampling = {**SAMPLING, **(sampling or {})}
     prompts = prompt_set.split("eval")[:limit]
     settings = _settings(loaded, rubric, prompt_set, len(prompts), judge_dtype, independent_name, seed, sampling)
-    self_judge = _self_judge(loaded, rubric, judge_format, judge_dtype)
+    self_judge = frozen_self_judge(loaded, rubric, judge_format, judge_dtype)
     settings["judge_format"] = self_judge.fmt.name
     settings["self_judge_spec"] = judge_spec(self_judge)
     store = ItemStore(out_dir, EVAL, {**(fingerprint or {}), **settings, "n_prompts": None}, resume)
@@ -117,7 +117,7 @@ def _settings(loaded, rubric, prompt_set, n_prompts, judge_dtype, independent_na
     }
 
 
-def _self_judge(loaded, rubric, judge_format, judge_dtype):
+def frozen_self_judge(loaded, rubric, judge_format, judge_dtype):
     """The reward the policy was trained on: the base model with the adapter disabled (a frozen copy when the
     judge runs in another dtype), scoring with the rubric's logit judge."""
     return make_judge(
