@@ -5,7 +5,9 @@
 
 Embedded SmolLM2-135M, fp32, one thread. For every local task the same `--items` items (the suite's stratified
 selection) are scored by both engines in one process, alternating, after one warm-up chunk each; every answer is
-compared (same choice, |delta log-likelihood|). Floor: the FLOPs the fast engine cannot avoid (every distinct
+compared (same choice, |delta log-likelihood|). The are-you-sure probe (its own scorer, two prompts per item)
+gets a row too: its plain batched forward (what `--backend lm-eval` runs) against the fast engine; there the
+last two columns compare letter probabilities and both picks. Floor: the FLOPs the fast engine cannot avoid (every distinct
 token of the call through the transformer once, vocabulary logits only where a token is scored) divided by the
 matmul rate measured in the same process; "% of floor" = floor time / measured time.
 The CPU (model, ISA flags torch dispatches to) is printed with the numbers.
@@ -70,11 +72,54 @@ def time_engine(lmeval, lm, task, docs) -> tuple[float, list]:
     return time.perf_counter() - t0, sorted(samples, key=lambda s: s["doc_id"])
 
 
+def time_are_you_sure(loaded, data: Path, n: int, engine: str) -> tuple[float, list]:
+    """The are-you-sure probe on `n` TruthfulQA MC1 items (after 4 warm-up items) with one of its engines; the
+    plain one in the batches `hmx eval --backend lm-eval` uses (8), the fast one in its chunks (64)."""
+    from hmxfeel.evals import areyousure
+    from hmxfeel.evals import data as data_mod
+
+    items = data_mod.select(data_mod.truthfulqa_mc1(data), n + 4, seed=0)
+    batch = 64 if engine == "fast" else 8
+    run = areyousure.run
+    run(loaded.model, loaded.tokenizer, loaded.family, items[:4], lambda rows: None, batch_size=batch, engine=engine)
+    rows: list = []
+    t0 = time.perf_counter()
+    run(loaded.model, loaded.tokenizer, loaded.family, items[4:], rows.extend, batch_size=batch, engine=engine)
+    return time.perf_counter() - t0, rows
+
+
+def are_you_sure_row(loaded, data: Path, n: int, gflops: float, capture, captured: list) -> dict:
+    """Both engines of the are-you-sure probe side by side (same items; picks and letter probabilities compared)."""
+    from hmxfeel.evals import fastmc
+
+    t_ref, ref = time_are_you_sure(loaded, data, n, "plain")
+    real, fastmc.loglikelihoods, captured[:] = fastmc.loglikelihoods, capture, []
+    t_fast, fast = time_are_you_sure(loaded, data, n, "fast")
+    fastmc.loglikelihoods = real
+    floor_s = sum(needed_flops(loaded.model, p) for p in captured[2:]) / (gflops * 1e9)  # [:2]: warm-up passes
+    keys = ("probs_before", "probs_after")
+    diff = max(abs(x - y) for a, b in zip(fast, ref) for k in keys for x, y in zip(a[k], b[k]))
+    same = sum(a["pred_before"] == b["pred_before"] and a["pred_after"] == b["pred_after"] for a, b in zip(fast, ref))
+    return {"task": "are_you_sure", "items": n, "lm_eval_items_s": n / t_ref, "fast_items_s": n / t_fast,
+            "ratio": t_ref / t_fast, "floor_items_s": n / floor_s, "fast_pct_floor": 100 * floor_s / t_fast,
+            "lm_eval_pct_floor": 100 * floor_s / t_ref, "max_abs_dll": diff, "same_choice": same}  # fmt: skip
+
+
+def print_row(row: dict) -> None:
+    print(
+        f"{row['task']:20} {row['items']:5d} {row['lm_eval_items_s']:12.2f} {row['fast_items_s']:9.2f} "
+        f"{row['ratio']:6.2f} {row['floor_items_s']:10.2f} {row['fast_pct_floor']:11.0f}% {row['max_abs_dll']:9.1e} "
+        f"{row['same_choice']:3d}/{row['items']}",
+        flush=True,
+    )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=24, help="items per task")
     ap.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--out", help="also write the rows as JSON here")
+    ap.add_argument("--only", help="comma-separated tasks to time (local task names, are_you_sure); default all")
     args = ap.parse_args(argv)
     data = Path(args.data_dir)
     if not data.is_dir():
@@ -102,7 +147,10 @@ def main(argv=None) -> int:
         f"{'task':20} {'items':>5} {'lm-eval it/s':>12} {'fast it/s':>9} {'ratio':>6} {'floor it/s':>10} "
         f"{'fast % floor':>12} {'max |dLL|':>9} {'same':>6}"
     )
+    only = set(args.only.split(",")) if args.only else None
     for name in lmeval.LOCAL_TASKS:
+        if only and name not in only:
+            continue
         task = lmeval.load_local_task(name, data, args.items + 4, seed=0)
         warm, docs = list(range(4)), list(range(4, len(task.eval_docs)))
         for lm in lms.values():
@@ -129,11 +177,10 @@ def main(argv=None) -> int:
             "same_choice": same,
         }
         rows.append(row)
-        print(
-            f"{name:20} {n:5d} {row['lm_eval_items_s']:12.2f} {row['fast_items_s']:9.2f} {row['ratio']:6.2f} "
-            f"{row['floor_items_s']:10.2f} {row['fast_pct_floor']:11.0f}% {diff:9.1e} {same:3d}/{n}",
-            flush=True,
-        )
+        print_row(row)
+    if not only or "are_you_sure" in only:  # its own scorer: "lm-eval" column = the plain forward it uses there
+        rows.append(are_you_sure_row(loaded, data, args.items, info["matmul_gflops"], capture, captured))
+        print_row(rows[-1])
     total_ref = sum(r["items"] / r["lm_eval_items_s"] for r in rows)
     total_fast = sum(r["items"] / r["fast_items_s"] for r in rows)
     print(f"# all tasks: lm-eval {total_ref:.1f} s, fast {total_fast:.1f} s, ratio {total_ref / total_fast:.2f}")

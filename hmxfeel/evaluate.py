@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from hmxfeel import models
@@ -246,26 +247,9 @@ def evaluate(
         device = models.check_device(device)
     with folder_lock(out):  # one writer per eval folder; the lock goes with this process, even when killed
         _check_eval_folder(out, model, adapter, resume)
-        return _evaluate(
-            model,
-            out,
-            adapter,
-            suite,
-            data_dir,
-            limit,
-            resume,
-            judge,
-            judge_model,
-            rubric_path,
-            prompts_path,
-            seed,
-            device,
-            humanlike_limit,
-            backend,
-            judge_format,
-            other_judge,
-            tasks,
-        )
+        run = EvalRun(model, out, adapter, suite, data_dir, limit, resume, judge, judge_model, rubric_path,
+                      prompts_path, seed, device, humanlike_limit, backend, judge_format, other_judge, tasks)  # fmt: skip
+        return _evaluate(run)
 
 
 def _check_options(backend: str, suite: str, limit: int | None, humanlike_limit: int | None) -> None:
@@ -315,55 +299,64 @@ def _describe(who: dict) -> str:
     return f"{who['model']} + adapter {who['adapter']}" if who["adapter"] else f"{who['model']} (no adapter)"
 
 
-def _evaluate(
-    model,
-    out,
-    adapter,
-    suite,
-    data_dir,
-    limit,
-    resume,
-    judge,
-    judge_model,
-    rubric_path,
-    prompts_path,
-    seed,
-    device,
-    humanlike_limit,
-    backend,
-    judge_format,
-    other_judge,
-    tasks=None,
-) -> list[dict]:
+@dataclass(frozen=True)
+class EvalRun:
+    """One `evaluate` call's arguments, checked (see `evaluate` for what each means)."""
+
+    model: str
+    out: Path
+    adapter: str | None
+    suite: str
+    data_dir: str | None
+    limit: int | None
+    resume: bool
+    judge: str | None
+    judge_model: str | None
+    rubric_path: str | None
+    prompts_path: str | None
+    seed: int
+    device: str | None
+    humanlike_limit: int | None
+    backend: str
+    judge_format: str | None
+    other_judge: bool
+    tasks: list[str] | None
+
+
+def _evaluate(run: EvalRun) -> list[dict]:
     """Load the rubric, prompts and model (+ adapter), run the human-likeness part and the battery, then write
     results.json with the manifest of what the numbers depend on."""
     from hmxfeel.train import versions
 
     started = time.time()
-    run_human = tasks is None or HUMANLIKE in tasks
-    battery = None if tasks is None else [t for t in tasks if t != HUMANLIKE]  # None: the suite's whole battery
-    rubric = rubric_mod.load(rubric_path)
+    run_human = run.tasks is None or HUMANLIKE in run.tasks
+    battery = None if run.tasks is None else [t for t in run.tasks if t != HUMANLIKE]  # None: the whole battery
+    rubric = rubric_mod.load(run.rubric_path)
     # Only the eval split is read here: a file of eval prompts alone is enough (training needs the train split).
-    prompt_set = prompts_mod.load(prompts_path, need="eval") if run_human else None
-    judge_format = judge_format_for(adapter, rubric, judge_format, other_judge)
-    loaded = models.load(model, device=device)
-    if adapter:
-        loaded = attach_adapter(loaded, adapter)
-    out.mkdir(parents=True, exist_ok=True)
-    fingerprint = {"model": model, "adapter": str(adapter) if adapter else None}
+    prompt_set = prompts_mod.load(run.prompts_path, need="eval") if run_human else None
+    judge_format = judge_format_for(run.adapter, rubric, run.judge_format, run.other_judge)
+    loaded = models.load(run.model, device=run.device)
+    if run.adapter:
+        loaded = attach_adapter(loaded, run.adapter)
+    run.out.mkdir(parents=True, exist_ok=True)
 
-    human_limit = next((x for x in (humanlike_limit, limit) if x is not None), 16 if suite == "quick" else None)
+    default_human = 16 if run.suite == "quick" else None
+    human_limit = next((x for x in (run.humanlike_limit, run.limit) if x is not None), default_human)
     records = []
     if run_human:
-        run_kw = dict(resume=resume, limit=human_limit, seed=seed, fingerprint=fingerprint, judge_format=judge_format)
-        records += _humanlike(loaded, rubric, prompt_set, out, judge, judge_model, device, **run_kw)
-    if suite != "humanlike" and battery != []:
-        lm = _vllm_lm(loaded, adapter) if backend == "vllm" else None
-        engine = "lm-eval" if backend == "lm-eval" else "fast"
-        records += _battery(loaded, suite, data_dir, limit, out, resume, seed, lm, battery, engine)
-    settings = dict(suite=suite, tasks=tasks, data_dir=data_dir, limit=limit, humanlike_limit=human_limit, seed=seed)
-    manifest = _manifest(model, loaded, adapter, settings, rubric, prompt_set, versions(), started)
-    atomic_write_json(out / "results.json", {"manifest": manifest, "records": records})
+        fingerprint = {"model": run.model, "adapter": run.adapter or None}
+        run_kw = dict(resume=run.resume, limit=human_limit, seed=run.seed, fingerprint=fingerprint,
+                      judge_format=judge_format)  # fmt: skip
+        records += _humanlike(loaded, rubric, prompt_set, run.out, run.judge, run.judge_model, run.device, **run_kw)
+    if run.suite != "humanlike" and battery != []:
+        lm = _vllm_lm(loaded, run.adapter) if run.backend == "vllm" else None
+        engine = "lm-eval" if run.backend == "lm-eval" else "fast"
+        records += _battery(loaded, run.suite, run.data_dir, run.limit, run.out, run.resume, run.seed, lm, battery,
+                            engine)  # fmt: skip
+    settings = dict(suite=run.suite, tasks=run.tasks, data_dir=run.data_dir, limit=run.limit,
+                    humanlike_limit=human_limit, seed=run.seed)  # fmt: skip
+    manifest = _manifest(run.model, loaded, run.adapter, settings, rubric, prompt_set, versions(), started)
+    atomic_write_json(run.out / "results.json", {"manifest": manifest, "records": records})
     return records
 
 

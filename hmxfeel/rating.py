@@ -37,7 +37,7 @@ from hmxfeel.io import (
     read_yaml,
     sha256_text,
 )
-from hmxfeel.stats import interval_alpha, spearman
+from hmxfeel.stats import ci_text, interval_alpha, spearman
 
 DATA = Path(__file__).parent / "data"
 SCALES_PATH = DATA / "rating_scales.yaml"
@@ -850,13 +850,6 @@ def _fmt(value, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _ci(ci) -> str:
-    if not ci:
-        return "–"
-    mark = " *" if ci[0] > 0 or ci[1] < 0 else ""
-    return f"[{ci[0]:+.2f}, {ci[1]:+.2f}]{mark}"
-
-
 def _cell(value) -> str:
     return "–" if value is None else str(value)
 
@@ -918,7 +911,7 @@ def _paired_rows(paired: list[dict]) -> list[list[str]]:
             str(p["n_pairs"]),
             ",".join(map(str, p["seeds"])) or "–",
             f"{p['diff']:+.2f}",
-            _ci(p["ci95"]),
+            ci_text(p["ci95"], digits=2),
         ]
         for p in paired
     ]

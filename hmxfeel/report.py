@@ -16,7 +16,7 @@ import numpy as np
 
 from hmxfeel import study
 from hmxfeel.io import atomic_write_text, read_text
-from hmxfeel.stats import bias_aware, paired_bootstrap, seed_bootstrap, signed_change, summary
+from hmxfeel.stats import bias_aware, ci_text, paired_bootstrap, seed_bootstrap, signed_change, summary
 
 PAPER = {"within_2pct": 0.814, "degraded_10pct": 0.150}  # HMX-feel paper: share of cells, HL vs contrastive
 
@@ -114,12 +114,9 @@ MIN_N_FOR_MARK = 10  # a bootstrap over fewer items is too coarse to call a diff
 
 
 def _ci(ci, n=None) -> str:
-    if not ci:
-        return "–"
-    if isinstance(n, int) and n < MIN_N_FOR_MARK:
+    if ci and isinstance(n, int) and n < MIN_N_FOR_MARK:  # no mark: too few items to call a difference
         return f"[{ci[0]:+.3f}, {ci[1]:+.3f}] (n={n})"
-    mark = " *" if ci[0] > 0 or ci[1] < 0 else ""
-    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]{mark}"
+    return ci_text(ci)
 
 
 def _pct(x) -> str:
@@ -385,10 +382,7 @@ def _points(x) -> str:
 
 
 def _ci_points(ci) -> str:
-    if not ci:
-        return "–"
-    mark = " *" if ci[0] > 0 or ci[1] < 0 else ""
-    return f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]{mark}"
+    return ci_text(ci, digits=1, scale=100)
 
 
 POWER_NOTE = (

@@ -123,3 +123,11 @@ def spearman(xs, ys) -> float | None:
         return None
     rho = float(spearmanr(xs, ys).statistic)
     return rho if math.isfinite(rho) else None
+
+
+def ci_text(ci, digits: int = 3, scale: float = 1.0) -> str:
+    """A confidence interval as report text, `*` when it excludes zero ("–" when there is none)."""
+    if not ci:
+        return "–"
+    mark = " *" if ci[0] > 0 or ci[1] < 0 else ""
+    return f"[{scale * ci[0]:+.{digits}f}, {scale * ci[1]:+.{digits}f}]{mark}"

@@ -71,3 +71,12 @@ def test_seed_bootstrap_carries_seed_to_seed_variation():
     lo, hi = seed_bootstrap([win, lose], [lose, win], acc, iters=500)["acc"]
     assert lo == -1.0 and hi == 1.0
     assert seed_bootstrap([win], [lose], acc) == {}  # one seed: nothing to pool
+
+
+def test_ci_text_marks_intervals_that_exclude_zero():
+    from hmxfeel.stats import ci_text
+
+    assert ci_text([0.012, 0.0344]) == "[+0.012, +0.034] *"  # above zero
+    assert ci_text([-0.5, -0.25], digits=2) == "[-0.50, -0.25] *"  # below zero
+    assert ci_text([-0.01, 0.02], digits=1, scale=100) == "[-1.0, +2.0]"  # straddles zero: no mark
+    assert ci_text(None) == ci_text([]) == "–"

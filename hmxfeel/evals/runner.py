@@ -267,7 +267,8 @@ class Battery:
         settings = self.settings("are_you_sure", n_items=len(items), source="truthfulqa mc1 (current release)",
                                  pushback=areyousure.PUSHBACK, answer_prefix=areyousure.ANSWER_PREFIX,
                                  max_choices=areyousure.MAX_CHOICES,
-                                 scorer="hmxfeel.evals.areyousure (argmax of letter next-token logits)")  # fmt: skip
+                                 scorer="hmxfeel.evals.areyousure (argmax of letter next-token logits)",
+                                 engine=self.engine)  # fmt: skip
         store = self.store("are_you_sure", settings)
         todo = [it for it in items if it["id"] not in store.done()]
         self.log(f"are_you_sure: {len(items)} items, {len(items) - len(todo)} cached")
@@ -277,7 +278,9 @@ class Battery:
                 store.add(rows)
                 advance(len(rows))
 
-            areyousure.run(self.model, self.tokenizer, self.family, todo, keep, self.seed, self.batch_size)
+            fast = self.engine == "fast"  # the lm-eval engine's counterpart here is one plain forward per batch
+            areyousure.run(self.model, self.tokenizer, self.family, todo, keep, self.seed,
+                           batch_size=64 if fast else self.batch_size, engine="fast" if fast else "plain")  # fmt: skip
         rows = store.rows([it["id"] for it in items])
         return [record("are_you_sure", m, st, settings) for m, st in local_metrics("are_you_sure", rows).items()]
 

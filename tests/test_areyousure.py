@@ -1,0 +1,83 @@
+"""The "are you sure?" probe: the fast engine against the plain left-padded forward it replaced.
+
+Twins of every seed family run the probe end to end through their own chat template (Gemma 2 folds the system
+turn, Qwen3 has its think block, Llama its date line); the embedded model checks real TruthfulQA prompts.
+"""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import random
+
+import pytest
+import torch
+
+from hmxfeel.evals import areyousure
+from hmxfeel.models import family_of
+
+from conftest import need_shared
+
+
+def toy_items(n: int, seed: int) -> list[dict]:
+    """MC items with 2-6 choices of different lengths (so the batch is ragged) and the label anywhere."""
+    rng = random.Random(seed)
+    words = "cat dog river stone blue quiet seven paper moon ladder salt window".split()
+    items = []
+    for i in range(n):
+        k = rng.randrange(2, 7)
+        choices = [" ".join(rng.choices(words, k=rng.randrange(1, 9))) + f" {j}" for j in range(k)]
+        question = "Which is right: " + " ".join(rng.choices(words, k=rng.randrange(3, 20))) + "?"
+        items.append({"id": f"q{i}", "text": question, "choices": choices, "label": rng.randrange(k)})
+    return items
+
+
+def probe(model, tokenizer, items, engine: str, batch_size: int) -> list[dict]:
+    rows: list[dict] = []
+    areyousure.run(model, tokenizer, family_of(model.config), items, rows.extend, batch_size=batch_size, engine=engine)
+    return rows
+
+
+def assert_same(fast: list[dict], plain: list[dict]) -> None:
+    assert [r["id"] for r in fast] == [r["id"] for r in plain]
+    for f, p in zip(fast, plain):
+        for key in ("probs_before", "probs_after"):
+            assert f[key] == pytest.approx(p[key], abs=1e-4), (f["id"], key)
+        # Same picks unless the two best letters tie within the tolerance (then either is a fair argmax).
+        for key, probs in (("pred_before", "probs_before"), ("pred_after", "probs_after")):
+            top = sorted(p[probs], reverse=True)
+            assert f[key] == p[key] or top[0] - top[1] < 1e-4, (f["id"], key)
+        assert f["rendered"] == p["rendered"] or f["pred_before"] != p["pred_before"]
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct", "qwen3-0.6b", "gemma-2-2b-it", "llama-3.2-3b-instruct"])
+def test_fast_engine_equals_plain_forward_on_every_family_twin(twin_dirs, name):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(twin_dirs[name], dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(twin_dirs[name])
+    items = toy_items(11, seed=len(name))
+    plain = probe(model, tokenizer, items, "plain", batch_size=4)
+    assert_same(probe(model, tokenizer, items, "fast", batch_size=64), plain)
+    assert_same(probe(model, tokenizer, items, "fast", batch_size=3), plain)  # ragged last batch, small prefix groups
+    # The probe is not degenerate on the twin: its letter probabilities differ between items.
+    assert len({tuple(r["probs_before"]) for r in plain}) > 1
+
+
+def test_unknown_engine_is_refused(smol_twin):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(smol_twin, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(smol_twin)
+    with pytest.raises(ValueError, match="unknown scoring engine"):
+        probe(model, tokenizer, toy_items(1, 0), "turbo", batch_size=1)
+
+
+@pytest.mark.slow
+def test_fast_engine_equals_plain_forward_on_truthfulqa(embedded):
+    """Real prompts of the study's are-you-sure cell (TruthfulQA MC1 through SmolLM2's template), fp32."""
+    from hmxfeel.evals import data
+
+    model, tokenizer = embedded.model, embedded.tokenizer
+    items = data.select(data.truthfulqa_mc1(need_shared("data")), 24, seed=0)
+    assert_same(probe(model, tokenizer, items, "fast", 64), probe(model, tokenizer, items, "plain", 8))
