@@ -11,6 +11,10 @@ from typing import Optional
 # Before torch is imported anywhere: busy-waiting OpenMP threads slow generation badly on shared small machines.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from hmxfeel.progress import quiet_library_bars  # noqa: E402
+
+quiet_library_bars()  # before lm-eval / transformers are imported: they read these settings then
+
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402

@@ -126,6 +126,7 @@ def attach_adapter(loaded: models.Loaded, adapter: str | Path, name: str = "defa
         other = _foreign_base(adapter, loaded)
         if other:
             raise UserError(f"{adapter}: adapter was trained on {other!r}, not on {loaded.source!r}")
+    models.quiet_deprecations()
     try:
         if isinstance(loaded.model, PeftModel):
             loaded.model.load_adapter(str(adapter), adapter_name=name)

@@ -50,6 +50,15 @@ def family_of(config) -> Family:
     return FAMILIES.get(model_type, Family(model_type or "unknown"))
 
 
+def quiet_deprecations() -> None:
+    """PEFT and TRL read `model.is_gradient_checkpointing`, deprecated in transformers 5, when an adapter is made or
+    loaded and around every generation in training: FutureWarnings the user can do nothing about. Only that
+    message is silenced."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
 def cache_dir() -> Path:
     """Where converted models and other derived artefacts live (`HMX_CACHE` overrides)."""
     return Path(os.environ.get("HMX_CACHE", Path.home() / ".cache" / "hmxfeel"))

@@ -16,6 +16,15 @@ def enabled(stream=None) -> bool:
     return bool(isatty and isatty()) and os.environ.get("HMX_PROGRESS", "1") != "0"
 
 
+def quiet_library_bars(stream=None) -> None:
+    """In a log (stderr not a terminal) the libraries' own tqdm bars (lm-eval building requests, transformers
+    loading weights, Hub downloads) would write a frame per update: switch them off through their environment
+    settings, which they read when imported, so call this first. On a terminal they stay."""
+    if not enabled(stream):
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 @contextmanager
 def progress(description: str, total: int, stream=None) -> Iterator[Callable[[int], None]]:
     """Yields `advance(n)`; on a terminal a bar shows done / total, elapsed time and the ETA, and is cleared when

@@ -243,14 +243,6 @@ def _checkpoint_not_written(exc: Exception, root: Path, step: int, resume_hint: 
     )
 
 
-def _quiet_deprecations() -> None:
-    """TRL reads `model.is_gradient_checkpointing`, deprecated in transformers 5, around every generation: one
-    FutureWarning per training step that the user can do nothing about. Only that message is silenced."""
-    import warnings
-
-    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-
-
 def _tidy_checkpoint(ckpt: Path) -> None:
     """PEFT's template card (base_model: a local folder, "[More Information Needed]") goes; files get the umask."""
     (ckpt / "README.md").unlink(missing_ok=True)
@@ -506,7 +498,7 @@ def _build_trainer(run: _Run, cfg, loaded, judge, rubric, dataset, bf16: bool):
     samples = SampleLog(run.out / "samples.jsonl", cfg.samples_per_step) if run.main else None
     reward = RubricReward(judge, rubric, run.direction, scale=cfg.reward_scale, on_scores=samples)
     kwargs = config_mod.grpo_kwargs(cfg, run.out, run.device, bf16, loaded.family.chat_template_kwargs)
-    _quiet_deprecations()
+    models.quiet_deprecations()
     # The step bar (with its ETA) on a terminal only: in a log file every redraw is a line.
     args = GRPOConfig(**{**kwargs, "disable_tqdm": not sys.stderr.isatty(), **run.grpo_overrides})
     lora = LoraConfig(

@@ -61,6 +61,10 @@ def make_lm(model, tokenizer, family: Family, batch_size: int = 8, engine: str =
                 conv = chat.messages(family, conv[1]["content"], conv[0]["content"]) + conv[2:]
             return chat.render(self.tokenizer, family, conv, add_generation_prompt=True) + prefix
 
+        def loglikelihood(self, requests, disable_tqdm: bool = False):
+            # hmx's own bar (progress.py) counts the items: lm-eval's per-call bars would only add frames.
+            return super().loglikelihood(requests, disable_tqdm=True)
+
         def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
             # Requests longer than the model's window keep lm-eval's own left truncation.
             if engine == "lm-eval" or any(len(c) + len(k) > self.max_length + 1 for _, c, k in requests):
