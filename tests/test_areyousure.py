@@ -64,6 +64,31 @@ def test_fast_engine_equals_plain_forward_on_every_family_twin(twin_dirs, name):
     assert len({tuple(r["probs_before"]) for r in plain}) > 1
 
 
+@pytest.mark.parametrize(
+    "name, calls", [("smollm2-135m-instruct", [(11, True)]), ("qwen3-0.6b", [(11, True), (11, False)])]
+)
+def test_second_turn_runs_on_the_first_turns_cache(twin_dirs, monkeypatch, name, calls):
+    """SmolLM2's template repeats the first prompt inside the second token for token: one engine call reads both
+    turns (only the suffix runs for the second). Qwen3's template writes the earlier assistant turn without the
+    empty think block, so its second prompts differ at the boundary and run whole in a second call; both paths are
+    held equal to the plain forward above."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hmxfeel.evals import fastmc
+
+    real, seen = fastmc.next_token_logprobs, []
+
+    def spy(model, contexts, follow=None, budget=None):
+        seen.append((len(contexts), follow is not None))
+        return real(model, contexts, follow, budget)
+
+    monkeypatch.setattr(fastmc, "next_token_logprobs", spy)
+    model = AutoModelForCausalLM.from_pretrained(twin_dirs[name], dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(twin_dirs[name])
+    probe(model, tokenizer, toy_items(11, seed=3), "fast", batch_size=64)
+    assert seen == calls
+
+
 def test_unknown_engine_is_refused(smol_twin):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -66,6 +66,41 @@ def test_equals_reference_on_every_family_twin(twin_dirs, name):
             assert g_greedy == w_greedy
 
 
+def next_reference(model, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return F.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].float(), dim=-1)
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m-instruct", "qwen3-0.6b", "gemma-2-2b-it", "llama-3.2-3b-instruct"])
+def test_next_token_reads_equal_reference_on_every_family_twin(twin_dirs, name):
+    """First read after each context, second after context + the tokens `follow` adds (run on the cache); some
+    contexts repeated, some without a second read, suffixes of 1 to 9 tokens; tiny budgets split every batch."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(twin_dirs[name], dtype=torch.float32).eval()
+    rng = random.Random(name)
+    vocab = min(model.config.vocab_size, 5000)
+    contexts = [ctx for ctx, _ in random_pairs(rng, vocab)]
+    suffixes = {i: [rng.randrange(vocab) for _ in range(rng.choice([1, 2, 9]))] for i in range(0, len(contexts), 2)}
+    seen = []
+
+    def follow(i, first):
+        seen.append(i)
+        assert torch.allclose(first, next_reference(model, contexts[i]), atol=1e-4)  # what follow is handed
+        return suffixes.get(i)
+
+    for budget in (fastmc.Budget(), fastmc.Budget(context_tokens=24, logit_positions=8, max_contexts=2)):
+        seen.clear()
+        reads = fastmc.next_token_logprobs(model, contexts, follow, budget)
+        assert sorted(seen) == list(range(len(contexts)))
+        for i, (first, second) in enumerate(reads):
+            assert torch.allclose(first, next_reference(model, contexts[i]), atol=1e-4), name
+            if i in suffixes:
+                assert torch.allclose(second, next_reference(model, contexts[i] + suffixes[i]), atol=1e-4), name
+            else:
+                assert second is None
+
+
 def test_empty_continuation_is_refused(smol_twin):
     from transformers import AutoModelForCausalLM
 

@@ -82,20 +82,6 @@ def _device(model):
 ENGINES = ("fast", "plain")
 
 
-def letter_scores(model, tokenizer, texts: list[str], letter_ids: list[list[int]], engine: str = "fast"):
-    """Log-probability of each offered letter (`letter_ids[row]`) as the token after `texts[row]`."""
-    if engine == "plain":
-        logp = torch.log_softmax(next_token_logits(model, tokenizer, texts).double(), dim=-1)
-        return [[float(logp[row, t]) for t in ids] for row, ids in enumerate(letter_ids)]
-    if engine != "fast":
-        raise ValueError(f"unknown scoring engine {engine!r} (choose from {', '.join(ENGINES)})")
-    from hmxfeel.evals import fastmc
-
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    scored = iter(fastmc.loglikelihoods(model, [(ctx, [t]) for ctx, ids in zip(encoded, letter_ids) for t in ids]))
-    return [[next(scored)[0] for _ in ids] for ids in letter_ids]
-
-
 @torch.inference_mode()
 def next_token_logits(model, tokenizer, texts: list[str]) -> torch.Tensor:
     """Logits of the token after each text (left-padded batch, one forward pass, logits at the last position)."""
@@ -115,11 +101,50 @@ def next_token_logits(model, tokenizer, texts: list[str]) -> torch.Tensor:
     return out.logits[:, -1, :].float().cpu()
 
 
-def pick(scores: list[float]) -> tuple[int, list[float]]:
-    """Index of the best letter and the letter probabilities renormalised over the offered letters."""
-    sub = torch.tensor(scores, dtype=torch.float64)
+def pick(logprobs: torch.Tensor, letter_ids: list[int]) -> tuple[int, list[float]]:
+    """Index of the best offered letter and the letter probabilities renormalised over the offered letters."""
+    sub = torch.tensor([float(logprobs[t]) for t in letter_ids], dtype=torch.float64)
     probs = torch.softmax(sub, dim=-1)
     return int(torch.argmax(sub)), [round(float(p), 6) for p in probs]
+
+
+def _after(tokenizer, family: Family, prepared: tuple, first: tuple[int, list[float]]) -> str:
+    _, choices, _, question = prepared
+    return prompt_after(tokenizer, family, question, LETTERS[first[0]], choices[first[0]])
+
+
+def read_plain(model, tokenizer, family: Family, prepared: list[tuple], offered: list[list[int]]):
+    """Both turns of a batch, each prompt through one left-padded forward: (firsts, seconds, second prompts)."""
+    before = [prompt_before(tokenizer, family, p[3]) for p in prepared]
+    logp = torch.log_softmax(next_token_logits(model, tokenizer, before).double(), dim=-1)
+    firsts = [pick(row, ids) for row, ids in zip(logp, offered)]
+    after = [_after(tokenizer, family, p, first) for p, first in zip(prepared, firsts)]
+    logp = torch.log_softmax(next_token_logits(model, tokenizer, after).double(), dim=-1)
+    return firsts, [pick(row, ids) for row, ids in zip(logp, offered)], after
+
+
+def read_fast(model, tokenizer, family: Family, prepared: list[tuple], offered: list[list[int]]):
+    """Both turns of a batch through `fastmc`: the second prompt repeats the first token for token, so only what
+    it adds (the answer, the push-back, the new assistant opening) runs, on the first prompt's cached keys/values.
+    A prompt whose tokens differ at the boundary is run whole."""
+    from hmxfeel.evals import fastmc
+
+    before = tokenizer([prompt_before(tokenizer, family, p[3]) for p in prepared], add_special_tokens=False)
+    before = before["input_ids"]
+    firsts, after, whole = [None] * len(prepared), [""] * len(prepared), [[]] * len(prepared)
+
+    def follow(i: int, logprobs: torch.Tensor) -> list[int] | None:
+        firsts[i] = pick(logprobs, offered[i])
+        after[i] = _after(tokenizer, family, prepared[i], firsts[i])
+        whole[i] = tokenizer(after[i], add_special_tokens=False)["input_ids"]
+        n = len(before[i])
+        return whole[i][n:] if whole[i][:n] == before[i] and len(whole[i]) > n else None
+
+    reads = [second for _, second in fastmc.next_token_logprobs(model, before, follow)]
+    redo = [i for i, second in enumerate(reads) if second is None]
+    for i, (first, _) in zip(redo, fastmc.next_token_logprobs(model, [whole[i] for i in redo]) if redo else []):
+        reads[i] = first
+    return firsts, [pick(row, ids) for row, ids in zip(reads, offered)], after
 
 
 def run(
@@ -135,44 +160,40 @@ def run(
 ) -> None:
     """Probe `items` (id, text, choices, label) in batches, handing each batch's records over when done (the fast
     engine gains more from a large batch: its shared prefix runs once per batch)."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown scoring engine {engine!r} (choose from {', '.join(ENGINES)})")
+    read = read_fast if engine == "fast" else read_plain
     # Every prompt ends in ANSWER_PREFIX, so the letters tokenize the same way in all of them.
     token_ids = letter_token_ids(tokenizer, ANSWER_PREFIX, max(len(it["choices"]) for it in items)) if items else []
     was_training = model.training
     model.eval()
     try:
         for start in range(0, len(items), batch_size):
-            batch = items[start : start + batch_size]
             prepared = []
-            for it in batch:
+            for it in items[start : start + batch_size]:
                 choices, label = shuffled(it, seed, max_choices)
-                question = question_text(it["text"], choices)
-                prepared.append((it, choices, label, question))
-            before_texts = [prompt_before(tokenizer, family, q) for _, _, _, q in prepared]
-            offered = [token_ids[: len(choices)] for _, choices, _, _ in prepared]
-            firsts = [pick(row) for row in letter_scores(model, tokenizer, before_texts, offered, engine)]
-            after_texts = [
-                prompt_after(tokenizer, family, q, LETTERS[p], choices[p])
-                for (p, _), (_, choices, _, q) in zip(firsts, prepared)
-            ]
-            seconds = [pick(row) for row in letter_scores(model, tokenizer, after_texts, offered, engine)]
-            records = []
-            for row, ((it, choices, label, q), (p1, probs1), (p2, probs2)) in enumerate(zip(prepared, firsts, seconds)):
-                records.append(
-                    {
-                        "id": it["id"],
-                        "label": label,
-                        "letters": LETTERS[: len(choices)],
-                        "pred_before": p1,
-                        "pred_after": p2,
-                        "answer_before": choices[p1],
-                        "answer_after": choices[p2],
-                        "correct_before": p1 == label,
-                        "correct_after": p2 == label,
-                        "probs_before": probs1,
-                        "probs_after": probs2,
-                        "rendered": after_texts[row],  # the whole exchange (question, answer, push-back), to audit
-                    }
-                )
-            on_records(records)
+                prepared.append((it, choices, label, question_text(it["text"], choices)))
+            offered = [token_ids[: len(p[1])] for p in prepared]
+            firsts, seconds, after = read(model, tokenizer, family, prepared, offered)
+            on_records([_record(*args) for args in zip(prepared, firsts, seconds, after)])
     finally:
         model.train(was_training)
+
+
+def _record(prepared: tuple, first: tuple[int, list[float]], second: tuple[int, list[float]], after: str) -> dict:
+    it, choices, label, _ = prepared
+    (p1, probs1), (p2, probs2) = first, second
+    return {
+        "id": it["id"],
+        "label": label,
+        "letters": LETTERS[: len(choices)],
+        "pred_before": p1,
+        "pred_after": p2,
+        "answer_before": choices[p1],
+        "answer_after": choices[p2],
+        "correct_before": p1 == label,
+        "correct_after": p2 == label,
+        "probs_before": probs1,
+        "probs_after": probs2,
+        "rendered": after,  # the whole exchange (question, answer, push-back), to audit
+    }

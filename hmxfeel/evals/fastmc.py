@@ -55,27 +55,65 @@ def common_prefix(contexts: list[tuple[int, ...]]) -> int:
 def loglikelihoods(model, pairs: list[Pair], budget: Budget | None = None) -> list[tuple[float, bool]]:
     """(sum of continuation log-probabilities, whether every continuation token is the argmax) per pair, in
     order: what HFLM's `_loglikelihood_tokens` returns for the same pairs."""
+    if any(not cont for _, cont in pairs):
+        raise ValueError("empty context or continuation")
+    results: list[tuple[float, bool] | None] = [None] * len(pairs)
+    for rows, owner, ran in _context_batches(model, pairs, budget or Budget()):
+        for (i, _), scored in zip(rows, _score_batch(model, ran, rows, owner, budget or Budget())):
+            results[i] = scored
+    return results  # type: ignore[return-value]
+
+
+def next_token_logprobs(model, contexts: list[list[int]], follow=None, budget: Budget | None = None):
+    """[(first, second)] per context: `first` the log-probabilities over the vocabulary of the token after the
+    context; with `follow(i, first)` returning more tokens for context i, `second` the same after context + those
+    tokens (None when there is no `follow` or it returns None). The added tokens run on the context's cached
+    keys/values, so a follow-up turn that repeats the first prompt pays only for what it adds."""
     budget = budget or Budget()
+    out: list[list] = [[None, None] for _ in contexts]
+    for rows, owner, ran in _context_batches(model, [(ctx, []) for ctx in contexts], budget):
+        for k, (i, _) in enumerate(rows):
+            out[i][0] = ran.first[owner[k]]
+        added = [(k, follow(i, out[i][0])) for k, (i, _) in enumerate(rows)] if follow else []
+        added = [(k, tokens) for k, tokens in added if tokens]
+        for part in _row_batches([len(tokens) for _, tokens in added], budget):
+            picked = [added[p] for p in part]
+            ends = [len(tokens) - 1 for _, tokens in picked]
+            logits = _extend(ran, model, [owner[k] for k, _ in picked], [tokens for _, tokens in picked], ends)
+            for (k, _), row in zip(picked, F.log_softmax(logits.float(), dim=-1)):
+                out[rows[k][0]][1] = row
+    return [tuple(pair) for pair in out]
+
+
+@dataclass
+class _Ran:
+    """A batch of contexts after their forward: the cache, masks and each context's next-token log-softmax."""
+
+    cache: object
+    mask: torch.Tensor
+    lengths: list[int]  # tokens of each context after the shared prefix
+    shared: int
+    first: torch.Tensor  # [contexts, vocab]
+
+
+def _context_batches(model, pairs: list[Pair], budget: Budget):
+    """Per batch of distinct contexts (run once each, on the shared prefix's cache): the rows [(pair index,
+    continuation)] on them, each row's context position in the batch, and the contexts' forward (`_Ran`)."""
     groups: dict[tuple[int, ...], list[int]] = {}
-    for i, (ctx, cont) in enumerate(pairs):
-        if not ctx or not cont:
+    for i, (ctx, _) in enumerate(pairs):
+        if not ctx:
             raise ValueError("empty context or continuation")
         groups.setdefault(tuple(ctx), []).append(i)
     contexts = sorted(groups, key=len, reverse=True)
     shared = common_prefix(contexts)
     prefix_cache = _run_prefix(model, contexts[0][:shared]) if shared else None
-    results: list[tuple[float, bool] | None] = [None] * len(pairs)
-    for batch in _batches(contexts, groups, pairs, shared, budget):
+    for batch in _batches(contexts, shared, budget):
         rows = [(i, pairs[i][1]) for ctx in batch for i in groups[ctx]]
         owner = [j for j, ctx in enumerate(batch) for _ in groups[ctx]]
-        for i, scored in zip(
-            (i for i, _ in rows), _score_batch(model, batch, shared, prefix_cache, rows, owner, budget)
-        ):
-            results[i] = scored
-    return results  # type: ignore[return-value]
+        yield rows, owner, _run_contexts(model, batch, shared, prefix_cache)
 
 
-def _batches(contexts, groups, pairs, shared: int, budget: Budget):
+def _batches(contexts, shared: int, budget: Budget):
     """Contexts (longest first) in batches within the budget and of similar length (padding under ~25%)."""
     batch: list[tuple[int, ...]] = []
     for ctx in contexts:
@@ -114,9 +152,9 @@ def _run_prefix(model, prefix: tuple[int, ...]):
 
 
 @torch.no_grad()
-def _score_batch(model, batch, shared: int, prefix_cache, rows, owner, budget: Budget) -> list[tuple[float, bool]]:
-    """Score the continuations `rows` [(request index, tokens)] of the contexts `batch`; `owner[k]` is the
-    position in `batch` of row k's context."""
+def _run_contexts(model, batch, shared: int, prefix_cache) -> _Ran:
+    """One forward over the contexts `batch` (after the shared prefix), right-padded, vocabulary logits only at
+    each context's last position."""
     device = _device(model)
     lengths = [len(c) - shared for c in batch]
     width = max(lengths)
@@ -142,45 +180,62 @@ def _score_batch(model, batch, shared: int, prefix_cache, rows, owner, budget: B
         logits_to_keep=torch.tensor(ends, device=device),
     )
     last = torch.stack([out.logits[j, ends.index(n - 1)] for j, n in enumerate(lengths)])
-    first = F.log_softmax(last.float(), dim=-1)  # [contexts, vocab]: scores each continuation's first token
+    return _Ran(out.cache, mask, lengths, shared, F.log_softmax(last.float(), dim=-1))
+
+
+def _score_batch(model, ran: _Ran, rows, owner, budget: Budget) -> list[tuple[float, bool]]:
+    """Score the continuations `rows` [(request index, tokens)] of a batch of contexts already run; `owner[k]` is
+    the position in the batch of row k's context."""
+    first = ran.first  # scores each continuation's first token
     scores = [
         (float(first[owner[k], cont[0]]), bool(first[owner[k]].argmax() == cont[0])) for k, (_, cont) in enumerate(rows)
     ]
     longer = [k for k, (_, cont) in enumerate(rows) if len(cont) > 1]
     for part in _row_batches([len(rows[k][1]) - 1 for k in longer], budget):
-        _score_rest(model, out.cache, mask, lengths, shared, rows, owner, [longer[p] for p in part], scores)
+        _score_rest(model, ran, rows, owner, [longer[p] for p in part], scores)
     return scores
 
 
-def _score_rest(model, cache, mask, lengths, shared, rows, owner, longer, scores) -> None:
+def _score_rest(model, ran: _Ran, rows, owner, longer, scores) -> None:
     """Tokens 2.. of the continuations `longer`, all in one forward on their contexts' cached keys/values."""
-    device = mask.device
-    index = torch.tensor([owner[k] for k in longer], device=device)
-    cache = _cache_rows(cache, index)  # one cache row per continuation
     conts = [rows[k][1] for k in longer]
-    width = max(len(c) for c in conts) - 1
-    ids = torch.zeros((len(longer), width), dtype=torch.long, device=device)
-    cont_mask = torch.zeros((len(longer), width), dtype=torch.long, device=device)
-    for r, cont in enumerate(conts):
-        ids[r, : len(cont) - 1] = torch.tensor(cont[:-1], device=device)
-        cont_mask[r, : len(cont) - 1] = 1
-    starts = torch.tensor([shared + lengths[owner[k]] for k in longer], device=device)
-    positions = starts[:, None] + torch.arange(width, device=device)[None, :]
-    out = model(
-        input_ids=ids,
-        attention_mask=torch.cat([mask[index], cont_mask], dim=1),
-        position_ids=positions,
-        cache=cache,
-        use_cache=True,
-    )
-    logp = F.log_softmax(out.logits.float(), dim=-1)
+    logp = F.log_softmax(_extend(ran, model, [owner[k] for k in longer], [c[:-1] for c in conts]).float(), dim=-1)
     for r, (k, cont) in enumerate(zip(longer, conts)):
         n = len(cont) - 1
-        target = torch.tensor(cont[1:], device=device)
+        target = torch.tensor(cont[1:], device=logp.device)
         rest = logp[r, :n].gather(-1, target[:, None]).sum()
         greedy = bool((logp[r, :n].argmax(-1) == target).all())
         head, head_greedy = scores[k]
         scores[k] = (head + float(rest), head_greedy and greedy)
+
+
+@torch.no_grad()
+def _extend(ran: _Ran, model, owners: list[int], tokens: list[list[int]], ends: list[int] | None = None):
+    """Logits of `tokens[r]` run after context `owners[r]` on the batch's cached keys/values (right padding): at
+    every position, or with `ends` only at position `ends[r]` of row r ([rows, vocab])."""
+    device = ran.mask.device
+    index = torch.tensor(owners, device=device)
+    cache = _cache_rows(ran.cache, index)  # one cache row per extension
+    width = max(len(t) for t in tokens)
+    ids = torch.zeros((len(tokens), width), dtype=torch.long, device=device)
+    ext_mask = torch.zeros((len(tokens), width), dtype=torch.long, device=device)
+    for r, toks in enumerate(tokens):
+        ids[r, : len(toks)] = torch.tensor(toks, device=device)
+        ext_mask[r, : len(toks)] = 1
+    starts = torch.tensor([ran.shared + ran.lengths[o] for o in owners], device=device)
+    positions = starts[:, None] + torch.arange(width, device=device)[None, :]
+    keep = sorted(set(ends)) if ends is not None else []
+    out = model(
+        input_ids=ids,
+        attention_mask=torch.cat([ran.mask[index], ext_mask], dim=1),
+        position_ids=positions,
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=torch.tensor(keep, device=device) if keep else 0,  # 0: every position
+    )
+    if not keep:
+        return out.logits
+    return torch.stack([out.logits[r, keep.index(e)] for r, e in enumerate(ends)])
 
 
 def _cache_rows(cache, index: torch.Tensor):
