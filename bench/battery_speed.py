@@ -72,7 +72,21 @@ def time_engine(lmeval, lm, task, docs) -> tuple[float, list]:
     return time.perf_counter() - t0, sorted(samples, key=lambda s: s["doc_id"])
 
 
-def time_are_you_sure(loaded, data: Path, n: int, engine: str) -> tuple[float, list]:
+def read_flops(model, contexts: list[list[int]], added: list[list[int]]) -> float:
+    """FLOPs no engine can skip for next-token reads: each distinct context token once (the shared prefix once),
+    each follow-up's added tokens once, vocabulary logits once per read."""
+    from hmxfeel.evals import fastmc
+
+    head = model.get_output_embeddings().weight.numel()
+    body = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    body -= 0 if model.config.tie_word_embeddings else head
+    distinct = sorted({tuple(c) for c in contexts}, key=len, reverse=True)
+    shared = fastmc.common_prefix(distinct)
+    tokens = shared + sum(len(c) - shared for c in distinct) + sum(len(a) for a in added)
+    return 2 * body * tokens + 2 * head * (len(contexts) + len(added))
+
+
+def time_are_you_sure(loaded, data: Path, n: int, engine: str, before_timing=lambda: None) -> tuple[float, list]:
     """The are-you-sure probe on `n` TruthfulQA MC1 items (after 4 warm-up items) with one of its engines; the
     plain one in the batches `hmx eval --backend lm-eval` uses (8), the fast one in its chunks (64)."""
     from hmxfeel.evals import areyousure
@@ -82,21 +96,38 @@ def time_are_you_sure(loaded, data: Path, n: int, engine: str) -> tuple[float, l
     batch = 64 if engine == "fast" else 8
     run = areyousure.run
     run(loaded.model, loaded.tokenizer, loaded.family, items[:4], lambda rows: None, batch_size=batch, engine=engine)
+    before_timing()
     rows: list = []
     t0 = time.perf_counter()
     run(loaded.model, loaded.tokenizer, loaded.family, items[4:], rows.extend, batch_size=batch, engine=engine)
     return time.perf_counter() - t0, rows
 
 
-def are_you_sure_row(loaded, data: Path, n: int, gflops: float, capture, captured: list) -> dict:
-    """Both engines of the are-you-sure probe side by side (same items; picks and letter probabilities compared)."""
+def are_you_sure_row(loaded, data: Path, n: int, gflops: float) -> dict:
+    """Both engines of the are-you-sure probe side by side (same items; picks and letter probabilities compared);
+    the floor counts the reads the fast engine was asked for (first prompts, and the second turns' added tokens)."""
     from hmxfeel.evals import fastmc
 
+    real, contexts, added = fastmc.next_token_logprobs, [], []
+
+    def spy(model, ctxs, follow=None, budget=None):
+        def recorded(i, first):
+            more = follow(i, first)
+            added.extend([more] if more else [])
+            return more
+
+        contexts.extend(ctxs)
+        return real(model, ctxs, recorded if follow else None, budget)
+
     t_ref, ref = time_are_you_sure(loaded, data, n, "plain")
-    real, fastmc.loglikelihoods, captured[:] = fastmc.loglikelihoods, capture, []
-    t_fast, fast = time_are_you_sure(loaded, data, n, "fast")
-    fastmc.loglikelihoods = real
-    floor_s = sum(needed_flops(loaded.model, p) for p in captured[2:]) / (gflops * 1e9)  # [:2]: warm-up passes
+    fastmc.next_token_logprobs = spy
+    try:
+        t_fast, fast = time_are_you_sure(
+            loaded, data, n, "fast", before_timing=lambda: (contexts.clear(), added.clear())
+        )
+    finally:
+        fastmc.next_token_logprobs = real
+    floor_s = read_flops(loaded.model, contexts, added) / (gflops * 1e9)
     keys = ("probs_before", "probs_after")
     diff = max(abs(x - y) for a, b in zip(fast, ref) for k in keys for x, y in zip(a[k], b[k]))
     same = sum(a["pred_before"] == b["pred_before"] and a["pred_after"] == b["pred_after"] for a, b in zip(fast, ref))
@@ -179,7 +210,7 @@ def main(argv=None) -> int:
         rows.append(row)
         print_row(row)
     if not only or "are_you_sure" in only:  # its own scorer: "lm-eval" column = the plain forward it uses there
-        rows.append(are_you_sure_row(loaded, data, args.items, info["matmul_gflops"], capture, captured))
+        rows.append(are_you_sure_row(loaded, data, args.items, info["matmul_gflops"]))
         print_row(rows[-1])
     total_ref = sum(r["items"] / r["lm_eval_items_s"] for r in rows)
     total_fast = sum(r["items"] / r["fast_items_s"] for r in rows)

@@ -248,8 +248,10 @@ def evaluate(
         device = models.check_device(device)
     with folder_lock(out):  # one writer per eval folder; the lock goes with this process, even when killed
         _check_eval_folder(out, model, adapter, resume)
-        run = EvalRun(model, out, adapter, suite, data_dir, limit, resume, judge, judge_model, rubric_path,
-                      prompts_path, seed, device, humanlike_limit, backend, judge_format, other_judge, tasks)  # fmt: skip
+        run = EvalRun(model=model, out=out, adapter=adapter, suite=suite, data_dir=data_dir, limit=limit, resume=resume,
+                      judge=judge, judge_model=judge_model, rubric_path=rubric_path, prompts_path=prompts_path,
+                      seed=seed, device=device, humanlike_limit=humanlike_limit, backend=backend,
+                      judge_format=judge_format, other_judge=other_judge, tasks=tasks)  # fmt: skip
         return _evaluate(run)
 
 

@@ -19,7 +19,8 @@ def enabled(stream=None) -> bool:
 def quiet_library_bars(stream=None) -> None:
     """In a log (stderr not a terminal) the libraries' own tqdm bars (lm-eval building requests, transformers
     loading weights, Hub downloads) would write a frame per update: switch them off through their environment
-    settings, which they read when imported, so call this first. On a terminal they stay."""
+    settings, which they read when imported, so call this first. On a terminal they stay (unless HMX_PROGRESS=0,
+    which turns every bar off)."""
     if not enabled(stream):
         os.environ.setdefault("TQDM_DISABLE", "1")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

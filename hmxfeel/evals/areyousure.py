@@ -103,7 +103,7 @@ def next_token_logits(model, tokenizer, texts: list[str]) -> torch.Tensor:
 
 def pick(logprobs: torch.Tensor, letter_ids: list[int]) -> tuple[int, list[float]]:
     """Index of the best offered letter and the letter probabilities renormalised over the offered letters."""
-    sub = torch.tensor([float(logprobs[t]) for t in letter_ids], dtype=torch.float64)
+    sub = logprobs[letter_ids].double().cpu()
     probs = torch.softmax(sub, dim=-1)
     return int(torch.argmax(sub)), [round(float(p), 6) for p in probs]
 
@@ -131,7 +131,7 @@ def read_fast(model, tokenizer, family: Family, prepared: list[tuple], offered: 
 
     before = tokenizer([prompt_before(tokenizer, family, p[3]) for p in prepared], add_special_tokens=False)
     before = before["input_ids"]
-    firsts, after, whole = [None] * len(prepared), [""] * len(prepared), [[]] * len(prepared)
+    firsts, after, whole = [None] * len(prepared), [""] * len(prepared), [None] * len(prepared)
 
     def follow(i: int, logprobs: torch.Tensor) -> list[int] | None:
         firsts[i] = pick(logprobs, offered[i])
@@ -142,8 +142,9 @@ def read_fast(model, tokenizer, family: Family, prepared: list[tuple], offered: 
 
     reads = [second for _, second in fastmc.next_token_logprobs(model, before, follow)]
     redo = [i for i, second in enumerate(reads) if second is None]
-    for i, (first, _) in zip(redo, fastmc.next_token_logprobs(model, [whole[i] for i in redo]) if redo else []):
-        reads[i] = first
+    if redo:  # second prompts that did not start with the first: run whole
+        for i, (first, _) in zip(redo, fastmc.next_token_logprobs(model, [whole[i] for i in redo])):
+            reads[i] = first
     return firsts, [pick(row, ids) for row, ids in zip(reads, offered)], after
 
 

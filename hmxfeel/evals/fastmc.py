@@ -1,4 +1,5 @@
-"""Multiple-choice log-likelihoods that do shared work once: the `fast` engine for the local lm-eval tasks.
+"""Multiple-choice log-likelihoods that do shared work once: the `fast` engine for the local lm-eval tasks (and,
+through `next_token_logprobs`, for the are-you-sure probe's two-turn letter reads).
 
 lm-eval's HFLM scores every (context, continuation) request as a sequence of its own: a four-choice item runs
 its context four times and computes vocabulary logits at every position, although only the continuation's
@@ -56,10 +57,11 @@ def loglikelihoods(model, pairs: list[Pair], budget: Budget | None = None) -> li
     """(sum of continuation log-probabilities, whether every continuation token is the argmax) per pair, in
     order: what HFLM's `_loglikelihood_tokens` returns for the same pairs."""
     if any(not cont for _, cont in pairs):
-        raise ValueError("empty context or continuation")
+        raise ValueError("empty continuation")
+    budget = budget or Budget()
     results: list[tuple[float, bool] | None] = [None] * len(pairs)
-    for rows, owner, ran in _context_batches(model, pairs, budget or Budget()):
-        for (i, _), scored in zip(rows, _score_batch(model, ran, rows, owner, budget or Budget())):
+    for rows, owner, ran in _context_batches(model, pairs, budget):
+        for (i, _), scored in zip(rows, _score_batch(model, ran, rows, owner, budget)):
             results[i] = scored
     return results  # type: ignore[return-value]
 
@@ -67,8 +69,9 @@ def loglikelihoods(model, pairs: list[Pair], budget: Budget | None = None) -> li
 def next_token_logprobs(model, contexts: list[list[int]], follow=None, budget: Budget | None = None):
     """[(first, second)] per context: `first` the log-probabilities over the vocabulary of the token after the
     context; with `follow(i, first)` returning more tokens for context i, `second` the same after context + those
-    tokens (None when there is no `follow` or it returns None). The added tokens run on the context's cached
-    keys/values, so a follow-up turn that repeats the first prompt pays only for what it adds."""
+    tokens (None without `follow` or when it returns None or nothing). The added tokens run on the context's
+    cached keys/values, so a follow-up turn that repeats the first prompt pays only for what it adds. The rows are
+    float32 on the model's device."""
     budget = budget or Budget()
     out: list[list] = [[None, None] for _ in contexts]
     for rows, owner, ran in _context_batches(model, [(ctx, []) for ctx in contexts], budget):
@@ -102,7 +105,7 @@ def _context_batches(model, pairs: list[Pair], budget: Budget):
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, (ctx, _) in enumerate(pairs):
         if not ctx:
-            raise ValueError("empty context or continuation")
+            raise ValueError("empty context")
         groups.setdefault(tuple(ctx), []).append(i)
     contexts = sorted(groups, key=len, reverse=True)
     shared = common_prefix(contexts)
@@ -169,18 +172,21 @@ def _run_contexts(model, batch, shared: int, prefix_cache) -> _Ran:
     if prefix_cache is not None:
         cache = copy.deepcopy(prefix_cache)
         cache.batch_repeat_interleave(len(batch))
-    # Logits only at the positions that end a context: with right padding those differ per row.
-    ends = sorted(set(n - 1 for n in lengths))
+    # Logits only at the position that ends each context (with right padding it differs per row).
     out = model(
         input_ids=ids,
         attention_mask=mask,
         position_ids=positions,
         cache=cache,
         use_cache=True,
-        logits_to_keep=torch.tensor(ends, device=device),
+        logits_to_keep=_per_row([n - 1 for n in lengths], device),
     )
-    last = torch.stack([out.logits[j, ends.index(n - 1)] for j, n in enumerate(lengths)])
-    return _Ran(out.cache, mask, lengths, shared, F.log_softmax(last.float(), dim=-1))
+    return _Ran(out.cache, mask, lengths, shared, F.log_softmax(out.logits[:, 0].float(), dim=-1))
+
+
+def _per_row(ends: list[int], device) -> torch.Tensor:
+    """`logits_to_keep` as one position per row (a 2-D integer tensor: transformers gathers row by row)."""
+    return torch.tensor(ends, dtype=torch.long, device=device)[:, None]
 
 
 def _score_batch(model, ran: _Ran, rows, owner, budget: Budget) -> list[tuple[float, bool]]:
@@ -224,18 +230,15 @@ def _extend(ran: _Ran, model, owners: list[int], tokens: list[list[int]], ends: 
         ext_mask[r, : len(toks)] = 1
     starts = torch.tensor([ran.shared + ran.lengths[o] for o in owners], device=device)
     positions = starts[:, None] + torch.arange(width, device=device)[None, :]
-    keep = sorted(set(ends)) if ends is not None else []
     out = model(
         input_ids=ids,
         attention_mask=torch.cat([ran.mask[index], ext_mask], dim=1),
         position_ids=positions,
         cache=cache,
         use_cache=True,
-        logits_to_keep=torch.tensor(keep, device=device) if keep else 0,  # 0: every position
+        logits_to_keep=0 if ends is None else _per_row(ends, device),  # 0: every position
     )
-    if not keep:
-        return out.logits
-    return torch.stack([out.logits[r, keep.index(e)] for r, e in enumerate(ends)])
+    return out.logits if ends is None else out.logits[:, 0]
 
 
 def _cache_rows(cache, index: torch.Tensor):
