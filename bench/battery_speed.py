@@ -34,13 +34,18 @@ def matmul_gflops(torch) -> float:
     return n * 2 * 256 * 576 * 1536 / (time.perf_counter() - t0) / 1e9
 
 
+def weights(model) -> tuple[int, int]:
+    """(parameters every token runs through, vocabulary head parameters): FLOPs per token are 2x each."""
+    head = model.get_output_embeddings().weight.numel()
+    body = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    return body - (0 if model.config.tie_word_embeddings else head), head
+
+
 def needed_flops(model, pairs) -> float:
     """FLOPs of the work no engine can skip: each distinct token once through the body, logits where scored."""
     from hmxfeel.evals import fastmc
 
-    head = model.get_output_embeddings().weight.numel()
-    body = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
-    body -= 0 if model.config.tie_word_embeddings else head
+    body, head = weights(model)
     contexts = sorted({tuple(c) for c, _ in pairs}, key=len, reverse=True)
     shared = fastmc.common_prefix(contexts)
     tokens = shared + sum(len(c) - shared for c in contexts) + sum(len(k) - 1 for _, k in pairs)
@@ -77,9 +82,7 @@ def read_flops(model, contexts: list[list[int]], added: list[list[int]]) -> floa
     each follow-up's added tokens once, vocabulary logits once per read."""
     from hmxfeel.evals import fastmc
 
-    head = model.get_output_embeddings().weight.numel()
-    body = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
-    body -= 0 if model.config.tie_word_embeddings else head
+    body, head = weights(model)
     distinct = sorted({tuple(c) for c in contexts}, key=len, reverse=True)
     shared = fastmc.common_prefix(distinct)
     tokens = shared + sum(len(c) - shared for c in distinct) + sum(len(a) for a in added)
