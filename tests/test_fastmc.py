@@ -66,6 +66,84 @@ def test_equals_reference_on_every_family_twin(twin_dirs, name):
             assert g_greedy == w_greedy
 
 
+def test_sliding_layers_keep_their_window(twin_dirs):
+    """Tree rows carry their own 4-D mask, which transformers takes as is: the sliding layers of Gemma 2 (and any
+    model with `layer_types`) must still get a windowed one. A window of 5 tokens makes it matter here."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(twin_dirs["gemma-2-2b-it"], dtype=torch.float32, sliding_window=5)
+    assert "sliding_attention" in model.config.layer_types
+    pairs = random_pairs(random.Random(5), 5000)
+    for (g, _), (w, _) in zip(fastmc.loglikelihoods(model.eval(), pairs), reference(model, pairs)):
+        assert g == pytest.approx(w, abs=1e-4)
+
+
+def test_every_layer_slides_without_layer_types():
+    """A model whose config has a window but no layer types (Mistral's layout) slides in every layer."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=500, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, sliding_window=4,
+    )  # fmt: skip
+    model = MistralForCausalLM(config).eval()
+    assert not getattr(model.config, "layer_types", None) or "sliding_attention" not in model.config.layer_types
+    pairs = random_pairs(random.Random(4), 500)
+    for (g, _), (w, _) in zip(fastmc.loglikelihoods(model, pairs), reference(model, pairs)):
+        assert g == pytest.approx(w, abs=1e-4)
+
+
+def test_one_forward_scores_every_choice(smol_twin):
+    """Regression (session 9): continuations used to run in forwards of their own after the contexts', ~0.1 s
+    of fixed cost each on the embedded model; as tree rows a call within the budget is one forward (plus the
+    shared prefix's)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(smol_twin, dtype=torch.float32).eval()
+    calls, forward = [], model.forward
+    model.forward = lambda *a, **k: calls.append(k["input_ids"].shape) or forward(*a, **k)
+    pairs = [([1, 2, 3] + [7] * n, [9] * (n % 4 + 1)) for n in range(1, 9) for _ in range(3)]
+    got = fastmc.loglikelihoods(model, pairs, fastmc.Budget(forward_tokens=10_000))
+    assert len(calls) == 2 and calls[1][0] == 8  # the prefix, then the 8 contexts with their 24 choices
+    assert [g for g, _ in got] == pytest.approx([w for w, _ in reference(model, pairs)], abs=1e-4)
+
+
+def plan_cost(widths, batches, budget):
+    return sum(budget.forward_tokens + len(b) * widths[b[0]] for b in batches)
+
+
+def plan_fits(batch, widths, logits, budget) -> bool:
+    small = len(batch) * widths[batch[0]] <= budget.context_tokens
+    few = sum(logits[i] for i in batch) <= budget.logit_positions and len(batch) <= budget.max_contexts
+    return len(batch) == 1 or (small and few)  # a row too big alone still runs, alone
+
+
+def all_cuts(n: int):
+    """Every way of cutting rows 0..n-1 into consecutive batches."""
+    import itertools
+
+    for cuts in itertools.product([False, True], repeat=n - 1):
+        starts = [0] + [i for i, cut in enumerate(cuts, start=1) if cut] + [n]
+        yield [list(range(a, b)) for a, b in zip(starts, starts[1:])]
+
+
+def test_plan_is_the_cheapest_cut():
+    """`_plan` against every way of cutting the rows into consecutive batches, budget limits included."""
+    rng = random.Random(0)
+    for _ in range(60):
+        n = rng.randrange(1, 9)
+        widths = sorted((rng.randrange(1, 60) for _ in range(n)), reverse=True)
+        logits = [rng.randrange(1, 9) for _ in range(n)]
+        budget = fastmc.Budget(context_tokens=rng.choice([40, 120, 400]), logit_positions=rng.choice([6, 20]),
+                               max_contexts=rng.choice([2, 64]), forward_tokens=rng.choice([0, 20, 200]))  # fmt: skip
+        args = (widths, logits, budget)
+        best = min(plan_cost(widths, c, budget) for c in all_cuts(n) if all(plan_fits(b, *args) for b in c))
+        plan = fastmc._plan(widths, logits, budget)
+        assert [i for b in plan for i in b] == list(range(n)) and all(plan_fits(b, *args) for b in plan)
+        assert plan_cost(widths, plan, budget) == best
+
+
 def next_reference(model, ids: list[int]) -> torch.Tensor:
     with torch.no_grad():
         return F.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].float(), dim=-1)
@@ -126,3 +204,13 @@ def test_same_answers_as_lm_eval_on_every_local_task(embedded):
             a, b = lmeval.loglikelihoods(fast), lmeval.loglikelihoods(ref)
             assert a.index(max(a)) == b.index(max(b)), (name, fast["doc_id"])
             assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4, (name, fast["doc_id"])
+
+
+def test_flash_attention_keeps_lm_eval_loop(smol_twin):
+    """Tree rows need a custom 4-D mask; flash-attention kernels take none, so such a model is left to HFLM."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(smol_twin, dtype=torch.float32)
+    assert fastmc.supports(model)
+    model.config._attn_implementation = "flash_attention_2"
+    assert not fastmc.supports(model)

@@ -6,16 +6,19 @@ its context four times and computes vocabulary logits at every position, althoug
 positions are read. For the same requests this engine
   1. runs the token prefix that every context of the call shares (chat template, system prompt, task preamble)
      once, and keeps its keys/values;
-  2. runs each distinct context once on top of that, with vocabulary logits only at its last position (they
-     score every continuation's first token, so one-token choices need nothing more);
-  3. runs the longer continuations of a batch of contexts together on the cached keys/values, with logits only
-     at their own positions.
+  2. lays each distinct context and all its continuations out as one row, a tree: the context, then each
+     continuation as a branch that a 4-D attention mask lets see only the context and itself, with positions
+     as if it followed the context alone. One forward per batch of such rows scores every choice, with
+     vocabulary logits only at the context's last position and the continuation tokens;
+  3. cuts the rows (sorted by length) into batches at the least cost: a forward has a fixed cost (every weight
+     read once), so a batch is split only where that saves more padding (`Budget.forward_tokens`).
 lm-eval still builds the requests (prompt text, chat template, target delimiter, tokenization), so only the
 arithmetic moves here, and `tests/test_fastmc.py` holds the two engines equal on every local task.
 
-Padding is on the right: a padded slot is masked as a key, and every query still sees at least the real tokens
-before it (left padding after an empty prefix would leave rows with nothing to attend to, which SDPA turns
-into NaN).
+The are-you-sure probe's reads (`next_token_logprobs`) need the first read before they know the follow-up's
+tokens, so there contexts run first and the follow-ups run on copies of their cached keys/values.
+Padding is on the right and sees the context's first token, so no query row is left with nothing to attend to
+(SDPA turns that into NaN).
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ class Budget:
     context_tokens: int = 2048
     logit_positions: int = 1024
     max_contexts: int = 64
+    # A forward's fixed cost in tokens of work (every weight read once, per-layer overhead): ~0.09 s for the
+    # embedded model on one thread, about 40 tokens' worth. A batch is split only where that saves more padding.
+    forward_tokens: int = 48
 
 
 def common_prefix(contexts: list[tuple[int, ...]]) -> int:
@@ -53,17 +59,134 @@ def common_prefix(contexts: list[tuple[int, ...]]) -> int:
     return max(n, 0)
 
 
+def supports(model) -> bool:
+    """Whether `loglikelihoods` can run on this model: its tree rows need a custom 4-D attention mask, which the
+    SDPA and eager attention implementations take (flash-attention kernels do not)."""
+    return getattr(model.config, "_attn_implementation", "sdpa") in ("sdpa", "eager")
+
+
 def loglikelihoods(model, pairs: list[Pair], budget: Budget | None = None) -> list[tuple[float, bool]]:
     """(sum of continuation log-probabilities, whether every continuation token is the argmax) per pair, in
     order: what HFLM's `_loglikelihood_tokens` returns for the same pairs."""
     if any(not cont for _, cont in pairs):
         raise ValueError("empty continuation")
+    if any(not ctx for ctx, _ in pairs):
+        raise ValueError("empty context")
     budget = budget or Budget()
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (ctx, _) in enumerate(pairs):
+        groups.setdefault(tuple(ctx), []).append(i)
+    shared = common_prefix(list(groups))
+    trees = sorted(
+        (_tree(ctx, members, pairs, shared) for ctx, members in groups.items()), key=lambda t: -len(t.tokens)
+    )
+    prefix_cache = _run_prefix(model, next(iter(groups))[:shared]) if shared else None
     results: list[tuple[float, bool] | None] = [None] * len(pairs)
-    for rows, owner, ran in _context_batches(model, pairs, budget):
-        for (i, _), scored in zip(rows, _score_batch(model, ran, rows, owner, budget)):
-            results[i] = scored
+    for batch in _plan([len(t.tokens) for t in trees], [t.kept for t in trees], budget):
+        _score_trees(model, [trees[b] for b in batch], pairs, shared, prefix_cache, results)
     return results  # type: ignore[return-value]
+
+
+@dataclass
+class _Tree:
+    """A distinct context and its continuations as one row: the context's tokens after the shared prefix, then
+    each continuation's tokens but its last (token j predicts token j + 1). Each continuation is a branch that
+    sees the prefix, the context and its own earlier tokens only, so one forward scores every choice."""
+
+    tokens: list[int]
+    branch: list[int]  # 0: the context; k: continuation k
+    position: list[int]  # absolute, as if the branch followed the context alone
+    reads: list[tuple[int, list[int]]]  # (pair index, rows of the tree's kept logits scoring its tokens)
+    kept: int  # logits kept: the context's last position, then every continuation token's
+
+
+def _tree(ctx: tuple[int, ...], members: list[int], pairs: list[Pair], shared: int) -> _Tree:
+    own = len(ctx) - shared
+    tokens, branch, position, reads = list(ctx[shared:]), [0] * own, list(range(shared, len(ctx))), []
+    for k, i in enumerate(members, start=1):
+        cont = pairs[i][1]
+        start = len(tokens) - own + 1  # kept row of this branch's first token
+        reads.append((i, [0, *range(start, start + len(cont) - 1)]))  # row 0 scores every first token
+        tokens += cont[:-1]
+        branch += [k] * (len(cont) - 1)
+        position += range(len(ctx), len(ctx) + len(cont) - 1)
+    return _Tree(tokens, branch, position, reads, len(tokens) - own + 1)
+
+
+def _score_trees(model, trees: list[_Tree], pairs, shared: int, prefix_cache, results: list) -> None:
+    """One forward for the rows `trees`; each of their pairs' (log-likelihood, greedy) into `results`."""
+    logp = _run_trees(model, trees, shared, prefix_cache)
+    greedy = logp.argmax(-1).tolist()
+    base = 0
+    for tree in trees:
+        for i, rows in tree.reads:
+            cont = pairs[i][1]
+            picked = logp[[base + r for r in rows], cont].tolist()
+            results[i] = (sum(picked), all(greedy[base + r] == t for r, t in zip(rows, cont)))
+        base += tree.kept
+
+
+@torch.no_grad()
+def _run_trees(model, trees: list[_Tree], shared: int, prefix_cache) -> torch.Tensor:
+    """Log-softmax rows of every tree's kept positions, tree after tree, from one right-padded forward on the
+    shared prefix's cached keys/values."""
+    device = _device(model)
+    width = max(len(t.tokens) for t in trees)
+    ids = torch.zeros((len(trees), width), dtype=torch.long)
+    branch = torch.full((len(trees), width), -1)  # -1: padding
+    position = torch.full((len(trees), width), shared)  # padding sees the context's first token, so no empty row
+    keep = torch.zeros((len(trees), width), dtype=torch.bool)
+    for j, t in enumerate(trees):
+        n = len(t.tokens)
+        ids[j, :n], branch[j, :n], position[j, :n] = (
+            torch.tensor(t.tokens),
+            torch.tensor(t.branch),
+            torch.tensor(t.position),
+        )
+        keep[j, n - t.kept : n] = True
+    cache = None
+    if prefix_cache is not None:
+        cache = copy.deepcopy(prefix_cache)
+        cache.batch_repeat_interleave(len(trees))
+    out = model(
+        input_ids=ids.to(device),
+        attention_mask=_tree_mask(model, branch.to(device), position.to(device), shared),
+        position_ids=position.to(device),
+        cache=cache,
+        use_cache=cache is not None,
+        logits_to_keep=keep.to(device),  # boolean: the kept positions, flattened row by row
+    )
+    return F.log_softmax(out.logits.float(), dim=-1)
+
+
+def _tree_mask(model, branch: torch.Tensor, position: torch.Tensor, shared: int):
+    """The additive 4-D mask of tree rows after a `shared`-token prefix: a token sees a key at or before its
+    position that is the prefix, its context or its own branch. Where a sliding window can matter, the model's
+    sliding layers get a windowed mask (a dict by layer type, as Gemma 2 and Qwen3 take it)."""
+    rows = branch.shape[0]
+    key_branch = torch.cat([branch.new_zeros((rows, shared)), branch], dim=1)[:, None, :]
+    prefix_positions = torch.arange(shared, device=branch.device).expand(rows, -1)
+    key_position = torch.cat([prefix_positions, position], dim=1)[:, None, :]
+    sees = (key_position <= position[:, :, None]) & (key_branch >= 0)
+    sees &= (key_branch == 0) | (key_branch == branch[:, :, None])
+    dtype = model.dtype
+
+    def additive(allowed: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(
+            ~allowed, torch.finfo(dtype).min
+        )[:, None]
+
+    window = getattr(model.config, "sliding_window", None)
+    if not window or int(position.max()) < window:
+        return additive(sees)
+    near = sees & (position[:, :, None] - key_position < window)
+    types = getattr(model.config, "layer_types", None) or []
+    if "sliding_attention" in types:
+        return {"full_attention": additive(sees), "sliding_attention": additive(near)}
+    return additive(sees if types else near)  # no layer types: every layer slides (Mistral's layout)
+
+
+# --- next-token reads (the are-you-sure probe): contexts run once, follow-up turns on their cached keys/values
 
 
 def next_token_logprobs(model, contexts: list[list[int]], follow=None, budget: Budget | None = None):
@@ -110,27 +233,34 @@ def _context_batches(model, pairs: list[Pair], budget: Budget):
     contexts = sorted(groups, key=len, reverse=True)
     shared = common_prefix(contexts)
     prefix_cache = _run_prefix(model, contexts[0][:shared]) if shared else None
-    for batch in _batches(contexts, shared, budget):
+    for part in _plan([len(c) - shared for c in contexts], [1] * len(contexts), budget):
+        batch = [contexts[p] for p in part]
         rows = [(i, pairs[i][1]) for ctx in batch for i in groups[ctx]]
         owner = [j for j, ctx in enumerate(batch) for _ in groups[ctx]]
         yield rows, owner, _run_contexts(model, batch, shared, prefix_cache)
 
 
-def _batches(contexts, shared: int, budget: Budget):
-    """Contexts (longest first) in batches within the budget and of similar length (padding under ~25%)."""
-    batch: list[tuple[int, ...]] = []
-    for ctx in contexts:
-        trial = batch + [ctx]
-        width = len(trial[0]) - shared  # the longest: contexts come sorted by length
-        ragged = (len(ctx) - shared) < 0.75 * width
-        too_big = len(trial) * width > budget.context_tokens or len(trial) > budget.max_contexts
-        if batch and (too_big or ragged):
-            yield batch
-            batch = [ctx]
-        else:
-            batch = trial
-    if batch:
-        yield batch
+def _plan(widths: list[int], logits: list[int], budget: Budget) -> list[list[int]]:
+    """Rows of widths `widths` (longest first) cut into consecutive batches at the least cost: each batch costs
+    one forward (`budget.forward_tokens`) plus rows x its first (widest) row, within the budget (a row that alone
+    exceeds it runs alone). Exact, by dynamic programming over the cut points."""
+    n = len(widths)
+    best, cut = [0] + [None] * n, [0] * (n + 1)
+    for j in range(1, n + 1):
+        kept = 0
+        for i in range(j - 1, -1, -1):
+            rows, kept = j - i, kept + logits[i]
+            fits = rows * widths[i] <= budget.context_tokens and kept <= budget.logit_positions
+            if rows > 1 and (not fits or rows > budget.max_contexts):
+                break  # every earlier start holds more rows, each at least as wide
+            cost = best[i] + budget.forward_tokens + rows * widths[i]
+            if best[j] is None or cost < best[j]:
+                best[j], cut[j] = cost, i
+    batches, j = [], n
+    while j:
+        batches.append(list(range(cut[j], j)))
+        j = cut[j]
+    return batches[::-1]
 
 
 def _row_batches(lengths: list[int], budget: Budget):
@@ -187,32 +317,6 @@ def _run_contexts(model, batch, shared: int, prefix_cache) -> _Ran:
 def _per_row(ends: list[int], device) -> torch.Tensor:
     """`logits_to_keep` as one position per row (a 2-D integer tensor: transformers gathers row by row)."""
     return torch.tensor(ends, dtype=torch.long, device=device)[:, None]
-
-
-def _score_batch(model, ran: _Ran, rows, owner, budget: Budget) -> list[tuple[float, bool]]:
-    """Score the continuations `rows` [(request index, tokens)] of a batch of contexts already run; `owner[k]` is
-    the position in the batch of row k's context."""
-    first = ran.first  # scores each continuation's first token
-    scores = [
-        (float(first[owner[k], cont[0]]), bool(first[owner[k]].argmax() == cont[0])) for k, (_, cont) in enumerate(rows)
-    ]
-    longer = [k for k, (_, cont) in enumerate(rows) if len(cont) > 1]
-    for part in _row_batches([len(rows[k][1]) - 1 for k in longer], budget):
-        _score_rest(model, ran, rows, owner, [longer[p] for p in part], scores)
-    return scores
-
-
-def _score_rest(model, ran: _Ran, rows, owner, longer, scores) -> None:
-    """Tokens 2.. of the continuations `longer`, all in one forward on their contexts' cached keys/values."""
-    conts = [rows[k][1] for k in longer]
-    logp = F.log_softmax(_extend(ran, model, [owner[k] for k in longer], [c[:-1] for c in conts]).float(), dim=-1)
-    for r, (k, cont) in enumerate(zip(longer, conts)):
-        n = len(cont) - 1
-        target = torch.tensor(cont[1:], device=logp.device)
-        rest = logp[r, :n].gather(-1, target[:, None]).sum()
-        greedy = bool((logp[r, :n].argmax(-1) == target).all())
-        head, head_greedy = scores[k]
-        scores[k] = (head + float(rest), head_greedy and greedy)
 
 
 @torch.no_grad()

@@ -66,10 +66,13 @@ def make_lm(model, tokenizer, family: Family, batch_size: int = 8, engine: str =
             return super().loglikelihood(requests, disable_tqdm=True)
 
         def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
-            # Requests longer than the model's window keep lm-eval's own left truncation.
-            if engine == "lm-eval" or any(len(c) + len(k) > self.max_length + 1 for _, c, k in requests):
-                return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
             from hmxfeel.evals import fastmc
+
+            # Requests longer than the model's window keep lm-eval's own left truncation; attention kernels
+            # without custom masks (flash attention) keep its loop too.
+            too_long = any(len(c) + len(k) > self.max_length + 1 for _, c, k in requests)
+            if engine == "lm-eval" or too_long or not fastmc.supports(self.model):
+                return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
 
             answers = fastmc.loglikelihoods(self.model, [(c, k) for _, c, k in requests])
             for (request, _, _), answer in zip(requests, answers):
