@@ -66,6 +66,20 @@ def test_equals_reference_on_every_family_twin(twin_dirs, name):
             assert g_greedy == w_greedy
 
 
+def windowed_pairs(rng: random.Random, vocab: int) -> list:
+    """Pairs whose shared prefix (8 tokens) is longer than a window of 4-5: sliding layers must drop prefix keys
+    that a position-windowed mask counts on (regression, session 9: a cache built with the model's config kept
+    only window - 1 prefix keys, and the mask's width no longer matched)."""
+    shared = [rng.randrange(vocab) for _ in range(8)]
+    return [(shared + ctx[:-1] + [rng.randrange(vocab)], cont) for ctx, cont in random_pairs(rng, vocab)]
+
+
+def assert_equal_to_reference(model, pairs, budget=None):
+    for (g, g_greedy), (w, w_greedy) in zip(fastmc.loglikelihoods(model, pairs, budget), reference(model, pairs)):
+        assert g == pytest.approx(w, abs=1e-4)
+        assert g_greedy == w_greedy
+
+
 def test_sliding_layers_keep_their_window(twin_dirs):
     """Tree rows carry their own 4-D mask, which transformers takes as is: the sliding layers of Gemma 2 (and any
     model with `layer_types`) must still get a windowed one. A window of 5 tokens makes it matter here."""
@@ -73,13 +87,13 @@ def test_sliding_layers_keep_their_window(twin_dirs):
 
     model = AutoModelForCausalLM.from_pretrained(twin_dirs["gemma-2-2b-it"], dtype=torch.float32, sliding_window=5)
     assert "sliding_attention" in model.config.layer_types
-    pairs = random_pairs(random.Random(5), 5000)
-    for (g, _), (w, _) in zip(fastmc.loglikelihoods(model.eval(), pairs), reference(model, pairs)):
-        assert g == pytest.approx(w, abs=1e-4)
+    rng = random.Random(5)
+    assert_equal_to_reference(model.eval(), random_pairs(rng, 5000))
+    assert_equal_to_reference(model, windowed_pairs(rng, 5000))
 
 
 def test_every_layer_slides_without_layer_types():
-    """A model whose config has a window but no layer types (Mistral's layout) slides in every layer."""
+    """A model whose config has a window but no sliding layer types (Mistral's layout) slides in every layer."""
     from transformers import MistralConfig, MistralForCausalLM
 
     torch.manual_seed(0)
@@ -88,10 +102,25 @@ def test_every_layer_slides_without_layer_types():
         num_key_value_heads=2, sliding_window=4,
     )  # fmt: skip
     model = MistralForCausalLM(config).eval()
-    assert not getattr(model.config, "layer_types", None) or "sliding_attention" not in model.config.layer_types
-    pairs = random_pairs(random.Random(4), 500)
-    for (g, _), (w, _) in zip(fastmc.loglikelihoods(model, pairs), reference(model, pairs)):
-        assert g == pytest.approx(w, abs=1e-4)
+    rng = random.Random(4)
+    assert_equal_to_reference(model, random_pairs(rng, 500))
+    assert_equal_to_reference(model, windowed_pairs(rng, 500))
+
+
+def test_long_choices_split_within_the_logit_budget(smol_twin):
+    """A context whose choices alone hold more scored tokens than `logit_positions` is split into several trees
+    (each repeating the context), so no forward computes more vocabulary rows than the budget, but one choice."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(smol_twin, dtype=torch.float32).eval()
+    kept, forward = [], model.forward
+    model.forward = lambda *a, **k: kept.append(int(torch.as_tensor(k["logits_to_keep"]).sum())) or forward(*a, **k)
+    rng = random.Random(9)
+    pairs = [([1, 2, 3, 4], [rng.randrange(5000) for _ in range(n)]) for n in (9, 3, 3, 5, 2, 9, 1)]
+    got = fastmc.loglikelihoods(model, pairs, fastmc.Budget(logit_positions=8))
+    model.forward = forward
+    assert [g for g, _ in got] == pytest.approx([w for w, _ in reference(model, pairs)], abs=1e-4)
+    assert max(kept) == 9 and sum(kept) > 1 + sum(len(c) - 1 for _, c in pairs)  # 9: one 9-token choice alone
 
 
 def test_one_forward_scores_every_choice(smol_twin):
@@ -214,3 +243,21 @@ def test_flash_attention_keeps_lm_eval_loop(smol_twin):
     assert fastmc.supports(model)
     model.config._attn_implementation = "flash_attention_2"
     assert not fastmc.supports(model)
+
+
+def test_unsupported_model_is_scored_by_hflm(embedded, monkeypatch):
+    """The dispatch in lmeval: where `supports` says no, the fast engine is not called and HFLM scores."""
+    data = need_shared("data")
+    from hmxfeel.evals import lmeval
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the fast engine ran")
+
+    lm = lmeval.make_lm(embedded.model, embedded.tokenizer, embedded.family, engine="fast")
+    task = lmeval.load_local_task("persona", data, 2, seed=0)
+    monkeypatch.setattr(fastmc, "supports", lambda model: False)
+    monkeypatch.setattr(fastmc, "loglikelihoods", refuse)
+    assert len(lmeval.evaluate_chunk(lm, task, [0, 1])) == 2
+    monkeypatch.setattr(fastmc, "supports", lambda model: True)
+    with pytest.raises(AssertionError, match="fast engine ran"):
+        lmeval.evaluate_chunk(lm, task, [0, 1])

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 
 Pair = tuple[list[int], list[int]]  # (context tokens, continuation tokens), as lm-eval encodes a request
 
@@ -77,9 +78,10 @@ def loglikelihoods(model, pairs: list[Pair], budget: Budget | None = None) -> li
     for i, (ctx, _) in enumerate(pairs):
         groups.setdefault(tuple(ctx), []).append(i)
     shared = common_prefix(list(groups))
-    trees = sorted(
-        (_tree(ctx, members, pairs, shared) for ctx, members in groups.items()), key=lambda t: -len(t.tokens)
-    )
+    trees = [
+        _tree(ctx, part, pairs, shared) for ctx, members in groups.items() for part in _parts(members, pairs, budget)
+    ]
+    trees.sort(key=lambda t: -len(t.tokens))
     prefix_cache = _run_prefix(model, next(iter(groups))[:shared]) if shared else None
     results: list[tuple[float, bool] | None] = [None] * len(pairs)
     for batch in _plan([len(t.tokens) for t in trees], [t.kept for t in trees], budget):
@@ -98,6 +100,18 @@ class _Tree:
     position: list[int]  # absolute, as if the branch followed the context alone
     reads: list[tuple[int, list[int]]]  # (pair index, rows of the tree's kept logits scoring its tokens)
     kept: int  # logits kept: the context's last position, then every continuation token's
+
+
+def _parts(members: list[int], pairs: list[Pair], budget: Budget):
+    """A context's continuations in groups of at most `budget.logit_positions` scored tokens each (a group is one
+    tree, repeating the context), so that no forward holds more vocabulary rows than the budget allows."""
+    part: list[int] = []
+    for i in members:
+        if part and 1 + sum(len(pairs[j][1]) - 1 for j in [*part, i]) > budget.logit_positions:
+            yield part
+            part = []
+        part.append(i)
+    yield part
 
 
 def _tree(ctx: tuple[int, ...], members: list[int], pairs: list[Pair], shared: int) -> _Tree:
@@ -280,7 +294,9 @@ def _row_batches(lengths: list[int], budget: Budget):
 @torch.no_grad()
 def _run_prefix(model, prefix: tuple[int, ...]):
     ids = torch.tensor([prefix], dtype=torch.long, device=_device(model))
-    out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+    # A cache without the model's config keeps every prefix key in every layer. With the config, sliding layers
+    # keep only the last window - 1, and the masks here (which window by position) would count keys not there.
+    out = model(input_ids=ids, cache=DynamicCache(), use_cache=True, logits_to_keep=1)
     return out.cache
 
 
