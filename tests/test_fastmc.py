@@ -31,6 +31,12 @@ def reference(model, pairs):
     return out
 
 
+def assert_equal_to_reference(model, pairs, budget=None):
+    for (g, g_greedy), (w, w_greedy) in zip(fastmc.loglikelihoods(model, pairs, budget), reference(model, pairs)):
+        assert g == pytest.approx(w, abs=1e-4)
+        assert g_greedy == w_greedy
+
+
 def random_pairs(rng: random.Random, vocab: int, n_contexts: int = 7) -> list:
     """Contexts sharing a prefix (as chat-templated prompts do), of different lengths; 1-4 choices each, some
     one token long, some much longer than others (the padding the engine must mask)."""
@@ -59,11 +65,7 @@ def test_equals_reference_on_every_family_twin(twin_dirs, name):
     rng = random.Random(name)
     vocab = min(model.config.vocab_size, 5000)
     for budget in (fastmc.Budget(), fastmc.Budget(context_tokens=24, logit_positions=8, max_contexts=2)):
-        pairs = random_pairs(rng, vocab)
-        got, want = fastmc.loglikelihoods(model, pairs, budget), reference(model, pairs)
-        for (g, g_greedy), (w, w_greedy) in zip(got, want):
-            assert g == pytest.approx(w, abs=1e-4), name
-            assert g_greedy == w_greedy
+        assert_equal_to_reference(model, random_pairs(rng, vocab), budget)
 
 
 def windowed_pairs(rng: random.Random, vocab: int) -> list:
@@ -72,12 +74,6 @@ def windowed_pairs(rng: random.Random, vocab: int) -> list:
     only window - 1 prefix keys, and the mask's width no longer matched)."""
     shared = [rng.randrange(vocab) for _ in range(8)]
     return [(shared + ctx[:-1] + [rng.randrange(vocab)], cont) for ctx, cont in random_pairs(rng, vocab)]
-
-
-def assert_equal_to_reference(model, pairs, budget=None):
-    for (g, g_greedy), (w, w_greedy) in zip(fastmc.loglikelihoods(model, pairs, budget), reference(model, pairs)):
-        assert g == pytest.approx(w, abs=1e-4)
-        assert g_greedy == w_greedy
 
 
 def test_sliding_layers_keep_their_window(twin_dirs):

@@ -60,6 +60,22 @@ def common_prefix(contexts: list[tuple[int, ...]]) -> int:
     return max(n, 0)
 
 
+def _groups(pairs: list[Pair]) -> dict[tuple[int, ...], list[int]]:
+    """The pairs' indices by distinct context, in first-seen order."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (ctx, _) in enumerate(pairs):
+        if not ctx:
+            raise ValueError("empty context")
+        groups.setdefault(tuple(ctx), []).append(i)
+    return groups
+
+
+def _shared_prefix(model, contexts: list[tuple[int, ...]]):
+    """(length of the prefix every context shares, its keys/values run once; None when there is none)."""
+    shared = common_prefix(contexts)
+    return shared, (_run_prefix(model, contexts[0][:shared]) if shared else None)
+
+
 def supports(model) -> bool:
     """Whether `loglikelihoods` can run on this model: its tree rows need a custom 4-D attention mask, which the
     SDPA and eager attention implementations take (flash-attention kernels do not)."""
@@ -71,18 +87,13 @@ def loglikelihoods(model, pairs: list[Pair], budget: Budget | None = None) -> li
     order: what HFLM's `_loglikelihood_tokens` returns for the same pairs."""
     if any(not cont for _, cont in pairs):
         raise ValueError("empty continuation")
-    if any(not ctx for ctx, _ in pairs):
-        raise ValueError("empty context")
     budget = budget or Budget()
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, (ctx, _) in enumerate(pairs):
-        groups.setdefault(tuple(ctx), []).append(i)
-    shared = common_prefix(list(groups))
+    groups = _groups(pairs)
+    shared, prefix_cache = _shared_prefix(model, list(groups))
     trees = [
         _tree(ctx, part, pairs, shared) for ctx, members in groups.items() for part in _parts(members, pairs, budget)
     ]
     trees.sort(key=lambda t: -len(t.tokens))
-    prefix_cache = _run_prefix(model, next(iter(groups))[:shared]) if shared else None
     results: list[tuple[float, bool] | None] = [None] * len(pairs)
     for batch in _plan([len(t.tokens) for t in trees], [t.kept for t in trees], budget):
         _score_trees(model, [trees[b] for b in batch], pairs, shared, prefix_cache, results)
@@ -242,14 +253,9 @@ class _Ran:
 def _context_batches(model, pairs: list[Pair], budget: Budget):
     """Per batch of distinct contexts (run once each, on the shared prefix's cache): the rows [(pair index,
     continuation)] on them, each row's context position in the batch, and the contexts' forward (`_Ran`)."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, (ctx, _) in enumerate(pairs):
-        if not ctx:
-            raise ValueError("empty context")
-        groups.setdefault(tuple(ctx), []).append(i)
+    groups = _groups(pairs)
     contexts = sorted(groups, key=len, reverse=True)
-    shared = common_prefix(contexts)
-    prefix_cache = _run_prefix(model, contexts[0][:shared]) if shared else None
+    shared, prefix_cache = _shared_prefix(model, contexts)
     for part in _plan([len(c) - shared for c in contexts], [1] * len(contexts), budget):
         batch = [contexts[p] for p in part]
         rows = [(i, pairs[i][1]) for ctx in batch for i in groups[ctx]]
