@@ -130,8 +130,49 @@ def test_one_forward_scores_every_choice(smol_twin):
     model.forward = lambda *a, **k: calls.append(k["input_ids"].shape) or forward(*a, **k)
     pairs = [([1, 2, 3] + [7] * n, [9] * (n % 4 + 1)) for n in range(1, 9) for _ in range(3)]
     got = fastmc.loglikelihoods(model, pairs, fastmc.Budget(forward_tokens=10_000))
-    assert len(calls) == 2 and calls[1][0] == 8  # the prefix, then the 8 contexts with their 24 choices
+    assert len(calls) == 2  # the prefix, then the 8 contexts with their 24 choices
     assert [g for g, _ in got] == pytest.approx([w for w, _ in reference(model, pairs)], abs=1e-4)
+
+
+def test_short_trees_share_rows(smol_twin):
+    """Regression (session 10): each tree had a row of its own, padded to the batch's widest (13% of the
+    persona task's tokens were padding). Short trees are now packed into one row, told apart by the mask."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(smol_twin, dtype=torch.float32).eval()
+    rows, forward = [], model.forward
+    model.forward = lambda *a, **k: rows.append(k["input_ids"].shape[0]) or forward(*a, **k)
+    rng = random.Random(5)
+    pairs = [([1, 2] + [rng.randrange(5000) for _ in range(n)], [rng.randrange(5000) for _ in range(1 + n % 3)])
+             for n in (30, 3, 4, 2, 5, 3, 2, 6, 4, 3) for _ in range(2)]  # fmt: skip
+    got = fastmc.loglikelihoods(model, pairs)
+    model.forward = forward
+    assert rows[-1] < 10  # 10 distinct contexts, fewer rows
+    assert [g for g, _ in got] == pytest.approx([w for w, _ in reference(model, pairs)], abs=1e-4)
+    assert [g for _, g in got] == [w for _, w in reference(model, pairs)]
+
+
+def test_pack_respects_capacity_and_logit_room():
+    rng = random.Random(1)
+    for _ in range(50):
+        lengths = [rng.randrange(1, 40) for _ in range(rng.randrange(1, 30))]
+        kept = [rng.randrange(1, min(n, 8) + 1) for n in lengths]
+        capacity, room = rng.randrange(max(lengths) // 2 + 1, 2 * max(lengths)), rng.randrange(8, 20)
+        rows = fastmc._pack(lengths, kept, capacity, room)
+        assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+        for row in rows:
+            assert len(row) == 1 or (sum(lengths[i] for i in row) <= capacity and sum(kept[i] for i in row) <= room)
+        widths = [sum(lengths[i] for i in row) for row in rows]
+        assert widths == sorted(widths, reverse=True)
+
+
+def test_layout_packs_only_where_it_pays():
+    """Packing widens rows and so their attention: with attention free, short trees share rows; with attention
+    dear, every tree keeps a row of its own."""
+    trees = [fastmc._Tree([0] * n, [0] * n, list(range(n)), [], 1) for n in (40, 10, 10, 9, 8, 8, 7)]
+    cheap_rows, _ = fastmc._layout(trees, fastmc.Budget(), pair_cost=0.0, shared=0)
+    dear_rows, _ = fastmc._layout(trees, fastmc.Budget(), pair_cost=1.0, shared=0)
+    assert len(cheap_rows) < len(trees) and len(dear_rows) == len(trees)
 
 
 def plan_cost(widths, batches, budget):
