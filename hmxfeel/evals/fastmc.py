@@ -103,9 +103,10 @@ def loglikelihoods(model, pairs: list[Pair], budget: Budget | None = None) -> li
 
 @dataclass
 class _Tree:
-    """A distinct context and its continuations as one row: the context's tokens after the shared prefix, then
-    each continuation's tokens but its last (token j predicts token j + 1). Each continuation is a branch that
-    sees the prefix, the context and its own earlier tokens only, so one forward scores every choice."""
+    """A distinct context and its continuations as one tree (a row, or a segment of a packed row): the context's
+    tokens after the shared prefix, then each continuation's tokens but its last (token j predicts token j + 1).
+    Each continuation is a branch that sees the prefix, the context and its own earlier tokens only, so one
+    forward scores every choice."""
 
     tokens: list[int]
     branch: list[int]  # 0: the context; k: continuation k
