@@ -64,7 +64,7 @@ def test_equals_reference_on_every_family_twin(twin_dirs, name):
     model = AutoModelForCausalLM.from_pretrained(twin_dirs[name], dtype=torch.float32).eval()
     rng = random.Random(name)
     vocab = min(model.config.vocab_size, 5000)
-    for budget in (fastmc.Budget(), fastmc.Budget(context_tokens=24, logit_positions=8, max_contexts=2)):
+    for budget in (fastmc.Budget(), fastmc.Budget(context_tokens=24, logit_positions=8, max_rows=2)):
         assert_equal_to_reference(model, random_pairs(rng, vocab), budget)
 
 
@@ -147,7 +147,7 @@ def test_short_trees_share_rows(smol_twin):
              for n in (30, 3, 4, 2, 5, 3, 2, 6, 4, 3) for _ in range(2)]  # fmt: skip
     got = fastmc.loglikelihoods(model, pairs)
     model.forward = forward
-    assert rows[-1] < 10  # 10 distinct contexts, fewer rows
+    assert sum(rows[1:]) < len(pairs)  # 20 distinct contexts, fewer rows (rows[0]: the shared prefix)
     assert [g for g, _ in got] == pytest.approx([w for w, _ in reference(model, pairs)], abs=1e-4)
     assert [g for _, g in got] == [w for _, w in reference(model, pairs)]
 
@@ -156,8 +156,8 @@ def test_pack_respects_capacity_and_logit_room():
     rng = random.Random(1)
     for _ in range(50):
         lengths = [rng.randrange(1, 40) for _ in range(rng.randrange(1, 30))]
-        kept = [rng.randrange(1, min(n, 8) + 1) for n in lengths]
-        capacity, room = rng.randrange(max(lengths) // 2 + 1, 2 * max(lengths)), rng.randrange(8, 20)
+        kept = [rng.randrange(1, n + 1) for n in lengths]
+        capacity, room = rng.randrange(max(lengths) // 2 + 1, 3 * max(lengths)), rng.randrange(4, 30)
         rows = fastmc._pack(lengths, kept, capacity, room)
         assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
         for row in rows:
@@ -175,13 +175,47 @@ def test_layout_packs_only_where_it_pays():
     assert len(cheap_rows) < len(trees) and len(dear_rows) == len(trees)
 
 
-def plan_cost(widths, batches, budget):
-    return sum(budget.forward_tokens + len(b) * widths[b[0]] for b in batches)
+def test_equal_trees_share_rows_where_rows_are_few():
+    """Regression (session 10 review): capacities were only tried from the longest tree down, so trees of one
+    length never shared a row, and with `max_rows` binding 200 of them took 4 forwards; now 2 or fewer."""
+    trees = [fastmc._Tree([0] * 10, [0] * 10, list(range(10)), [], 1) for _ in range(200)]
+    rows, batches = fastmc._layout(trees, fastmc.Budget(), pair_cost=1 / 3070, shared=300)
+    assert len(batches) <= 2 and sorted(i for row in rows for i in row) == list(range(200))
+
+
+def test_empty_call_scores_nothing(smol_twin):
+    from transformers import AutoModelForCausalLM
+
+    assert fastmc.loglikelihoods(AutoModelForCausalLM.from_pretrained(smol_twin), []) == []
+
+
+def test_every_query_sees_a_key():
+    """A query with no visible key would make SDPA average every key (additive mask) or return NaN (boolean):
+    in packed, padded rows every token, padding included, must see a key, with and without a shared prefix."""
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(dtype=torch.float32, config=SimpleNamespace())
+    rng = random.Random(2)
+    for shared in (0, 3):
+        pairs = random_pairs(rng, 500, n_contexts=9)
+        pairs = [([1, 2, 3][:shared] + ctx, cont) for ctx, cont in pairs]
+        trees = [fastmc._tree(tuple(c), m, pairs, shared) for c, m in fastmc._groups(pairs).items()]
+        rows = [
+            [trees[i] for i in row] for row in fastmc._pack([len(t.tokens) for t in trees], [1] * len(trees), 40, 99)
+        ]
+        _, branch, segment, position, _ = fastmc._row_tensors(rows, shared)
+        assert (branch < 0).any() and max(len(r) for r in rows) > 1  # padding and packing both there
+        seen = (fastmc._tree_mask(model, branch, segment, position, shared)[:, 0] == 0).sum(-1)
+        assert (seen >= 1).all() and (seen[branch < 0] == shared + 1).all()  # padding: the prefix + one token
+
+
+def plan_cost(widths, batches, budget, row_cost=lambda width: width):
+    return sum(budget.forward_tokens + len(b) * row_cost(widths[b[0]]) for b in batches)
 
 
 def plan_fits(batch, widths, logits, budget) -> bool:
     small = len(batch) * widths[batch[0]] <= budget.context_tokens
-    few = sum(logits[i] for i in batch) <= budget.logit_positions and len(batch) <= budget.max_contexts
+    few = sum(logits[i] for i in batch) <= budget.logit_positions and len(batch) <= budget.max_rows
     return len(batch) == 1 or (small and few)  # a row too big alone still runs, alone
 
 
@@ -202,12 +236,14 @@ def test_plan_is_the_cheapest_cut():
         widths = sorted((rng.randrange(1, 60) for _ in range(n)), reverse=True)
         logits = [rng.randrange(1, 9) for _ in range(n)]
         budget = fastmc.Budget(context_tokens=rng.choice([40, 120, 400]), logit_positions=rng.choice([6, 20]),
-                               max_contexts=rng.choice([2, 64]), forward_tokens=rng.choice([0, 20, 200]))  # fmt: skip
+                               max_rows=rng.choice([2, 64]), forward_tokens=rng.choice([0, 20, 200]))  # fmt: skip
         args = (widths, logits, budget)
-        best = min(plan_cost(widths, c, budget) for c in all_cuts(n) if all(plan_fits(b, *args) for b in c))
-        plan = fastmc._plan(widths, logits, budget)
+        row_cost = rng.choice([lambda w: w, lambda w: w * (1 + w * 0.05)])  # with attention's cost, or without
+        fits = [c for c in all_cuts(n) if all(plan_fits(b, *args) for b in c)]
+        best = min(plan_cost(widths, c, budget, row_cost) for c in fits)
+        plan = fastmc._plan(widths, logits, budget, row_cost)
         assert [i for b in plan for i in b] == list(range(n)) and all(plan_fits(b, *args) for b in plan)
-        assert plan_cost(widths, plan, budget) == best
+        assert plan_cost(widths, plan, budget, row_cost) == pytest.approx(best)
 
 
 def next_reference(model, ids: list[int]) -> torch.Tensor:
@@ -233,7 +269,7 @@ def test_next_token_reads_equal_reference_on_every_family_twin(twin_dirs, name):
         assert torch.allclose(first, next_reference(model, contexts[i]), atol=1e-4)  # what follow is handed
         return suffixes.get(i)
 
-    for budget in (fastmc.Budget(), fastmc.Budget(context_tokens=24, logit_positions=8, max_contexts=2)):
+    for budget in (fastmc.Budget(), fastmc.Budget(context_tokens=24, logit_positions=8, max_rows=2)):
         seen.clear()
         reads = fastmc.next_token_logprobs(model, contexts, follow, budget)
         assert sorted(seen) == list(range(len(contexts)))

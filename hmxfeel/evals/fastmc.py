@@ -6,10 +6,10 @@ its context four times and computes vocabulary logits at every position, althoug
 positions are read. For the same requests this engine
   1. runs the token prefix that every context of the call shares (chat template, system prompt, task preamble)
      once, and keeps its keys/values;
-  2. lays each distinct context and all its continuations out as one row, a tree: the context, then each
-     continuation as a branch that a 4-D attention mask lets see only the context and itself, with positions
-     as if it followed the context alone. One forward per batch of such rows scores every choice, with
-     vocabulary logits only at the context's last position and the continuation tokens;
+  2. lays each distinct context and all its continuations out as a tree: the context, then each continuation
+     as a branch that a 4-D attention mask lets see only the context and itself, with positions as if it
+     followed the context alone. One forward per batch of rows of such trees scores every choice, with
+     vocabulary logits only at the contexts' last positions and the continuation tokens;
   3. packs short trees into shared rows (the mask keeps each tree to itself), and cuts the rows, sorted by
      length, into batches at the least estimated cost: a forward has a fixed cost (every weight read once,
      `Budget.forward_tokens`), padding costs its tokens, and wider rows cost more attention (`_pair_cost`).
@@ -18,8 +18,8 @@ arithmetic moves here, and `tests/test_fastmc.py` holds the two engines equal on
 
 The are-you-sure probe's reads (`next_token_logprobs`) need the first read before they know the follow-up's
 tokens, so there contexts run first and the follow-ups run on copies of their cached keys/values.
-Padding is on the right and sees the context's first token, so no query row is left with nothing to attend to
-(SDPA turns that into NaN).
+Padding is on the right and sees the row's first context token, so no query is left with nothing to attend to
+(with an additive mask SDPA would average every key there; with a boolean one, NaN).
 """
 
 from __future__ import annotations
@@ -36,13 +36,14 @@ Pair = tuple[list[int], list[int]]  # (context tokens, continuation tokens), as 
 
 @dataclass
 class Budget:
-    """How much one forward may hold: tokens in a context batch, and positions given vocabulary logits."""
+    """How much one forward may hold: tokens (rows x width), positions given vocabulary logits, rows (a row may
+    hold several packed contexts); and what a forward costs beyond its tokens."""
 
     context_tokens: int = 2048
     logit_positions: int = 1024
-    max_contexts: int = 64
+    max_rows: int = 64
     # A forward's fixed cost in tokens of work (every weight read once, per-layer overhead): for the embedded
-    # model on one thread ~0.095 s at 2.1 ms per token, ~45 tokens. A batch is split only where that saves more.
+    # model on one thread ~0.095 s at 2.1-2.4 ms per token, ~45 tokens. A batch is split only where that saves more.
     forward_tokens: int = 48
 
 
@@ -88,6 +89,8 @@ def loglikelihoods(model, pairs: list[Pair], budget: Budget | None = None) -> li
     order: what HFLM's `_loglikelihood_tokens` returns for the same pairs."""
     if any(not cont for _, cont in pairs):
         raise ValueError("empty continuation")
+    if not pairs:
+        return []
     budget = budget or Budget()
     groups = _groups(pairs)
     shared, prefix_cache = _shared_prefix(model, list(groups))
@@ -146,15 +149,15 @@ def _tree(ctx: tuple[int, ...], members: list[int], pairs: list[Pair], shared: i
 def _layout(trees: list[_Tree], budget: Budget, pair_cost: float, shared: int):
     """(rows: tree indices packed into each row, longest row first; batches: row indices per forward) at the
     least estimated cost. Packing several short trees into one row saves padding and forwards but widens the
-    rows' attention, so each capacity from the longest tree down (halving) is planned and the cheapest kept."""
+    rows' attention, so capacities from the longest tree up and down by factors of 2 are planned and the
+    cheapest kept (up: many equal trees fill fewer rows, so fewer forwards where `max_rows` binds)."""
     lengths = [len(t.tokens) for t in trees]
 
     def row_cost(width: int) -> float:  # tokens of work of one row
         return width * (1 + (width + shared) * pair_cost)
 
     best = None
-    capacity = max(lengths)
-    while True:
+    for capacity in _capacities(lengths, budget.context_tokens):
         rows = _pack(lengths, [t.kept for t in trees], capacity, budget.logit_positions)
         widths = [sum(lengths[i] for i in row) for row in rows]
         kept = [sum(trees[i].kept for i in row) for row in rows]
@@ -162,9 +165,21 @@ def _layout(trees: list[_Tree], budget: Budget, pair_cost: float, shared: int):
         cost = sum(budget.forward_tokens + len(b) * row_cost(widths[b[0]]) for b in batches)
         if best is None or cost < best[0]:
             best = (cost, rows, batches)
-        if capacity < 2 * min(lengths):  # a smaller capacity packs nothing more
-            return best[1], best[2]
+    return best[1], best[2]
+
+
+def _capacities(lengths: list[int], limit: int) -> list[int]:
+    """Row capacities worth planning: the longest tree's length, its doublings up to `limit`, and its halvings
+    down to the first below twice the shortest tree (which packs nothing; so the unpacked layout is a candidate)."""
+    top = max(lengths)
+    out = [top]
+    while out[-1] * 2 <= limit:
+        out.append(out[-1] * 2)
+    capacity = top
+    while capacity >= 2 * min(lengths):
         capacity //= 2
+        out.append(capacity)
+    return out
 
 
 def _pack(lengths: list[int], kept: list[int], capacity: int, logit_positions: int) -> list[list[int]]:
@@ -193,6 +208,9 @@ def _pair_cost(model) -> float:
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     body = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is not model.get_input_embeddings().weight:
+        body -= head.weight.numel()  # an untied head runs only where logits are kept
     return 4 * heads * head_dim * config.num_hidden_layers / (2 * body)
 
 
@@ -212,16 +230,15 @@ def _score_rows(model, rows: list[list[_Tree]], pairs, shared: int, prefix_cache
         base += tree.kept
 
 
-@torch.no_grad()
-def _run_rows(model, rows: list[list[_Tree]], shared: int, prefix_cache) -> torch.Tensor:
-    """Float logits at every tree's kept positions, tree after tree, row after row, from one right-padded
-    forward on the shared prefix's cached keys/values. Trees packed in one row are told apart by `segment`."""
-    device = _device(model)
+def _row_tensors(rows: list[list[_Tree]], shared: int):
+    """(ids, branch, segment, position, keep) of packed, right-padded rows: trees are told apart by `segment`;
+    `keep` marks each tree's kept positions. Padding is branch -1 in the row's first tree at position `shared`,
+    so it sees that tree's first context token (and the prefix): no query is left with nothing to attend to."""
     width = max(sum(len(t.tokens) for t in row) for row in rows)
     ids = torch.zeros((len(rows), width), dtype=torch.long)
-    branch = torch.full((len(rows), width), -1)  # -1: padding
-    segment = torch.zeros((len(rows), width), dtype=torch.long)  # padding: the row's first tree
-    position = torch.full((len(rows), width), shared)  # padding sees the first context token, so no empty row
+    branch = torch.full((len(rows), width), -1)
+    segment = torch.zeros((len(rows), width), dtype=torch.long)
+    position = torch.full((len(rows), width), shared)
     keep = torch.zeros((len(rows), width), dtype=torch.bool)
     for j, row in enumerate(rows):
         at = 0
@@ -231,18 +248,26 @@ def _run_rows(model, rows: list[list[_Tree]], shared: int, prefix_cache) -> torc
             segment[j, span] = s
             keep[j, span.stop - t.kept : span.stop] = True
             at = span.stop
+    return ids, branch, segment, position, keep
+
+
+@torch.no_grad()
+def _run_rows(model, rows: list[list[_Tree]], shared: int, prefix_cache) -> torch.Tensor:
+    """Float logits at every tree's kept positions, tree after tree, row after row, from one forward on the
+    shared prefix's cached keys/values."""
+    device = _device(model)
+    ids, branch, segment, position, keep = (x.to(device) for x in _row_tensors(rows, shared))
     cache = None
     if prefix_cache is not None:
         cache = copy.deepcopy(prefix_cache)
         cache.batch_repeat_interleave(len(rows))
-    to = {"device": device}
     out = model(
-        input_ids=ids.to(**to),
-        attention_mask=_tree_mask(model, branch.to(**to), segment.to(**to), position.to(**to), shared),
-        position_ids=position.to(**to),
+        input_ids=ids,
+        attention_mask=_tree_mask(model, branch, segment, position, shared),
+        position_ids=position,
         cache=cache,
         use_cache=cache is not None,
-        logits_to_keep=keep.to(**to),  # boolean: the kept positions, flattened row by row
+        logits_to_keep=keep,  # boolean: the kept positions, flattened row by row
     )
     return out.logits.float()
 
@@ -339,7 +364,7 @@ def _plan(widths: list[int], logits: list[int], budget: Budget, row_cost=None) -
         for i in range(j - 1, -1, -1):
             rows, kept = j - i, kept + logits[i]
             fits = rows * widths[i] <= budget.context_tokens and kept <= budget.logit_positions
-            if rows > 1 and (not fits or rows > budget.max_contexts):
+            if rows > 1 and (not fits or rows > budget.max_rows):
                 break  # every earlier start holds more rows, each at least as wide
             cost = best[i] + budget.forward_tokens + rows * row_cost(widths[i])
             if best[j] is None or cost < best[j]:
