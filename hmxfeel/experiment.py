@@ -276,6 +276,7 @@ def run(exp: Experiment, text: str, out: Path, log=print, twin_size: str = "tiny
         from hmxfeel import twins
 
         exp, record = twins.dry_run(exp, twins.sources_folder(None if exp.twins is True else exp.twins), twin_size)
+    check_study_data(exp)
     device = exp.device or models.default_device()
     if exp.parallel > 1 and device != "cpu":
         raise UserError(
@@ -289,6 +290,18 @@ def run(exp: Experiment, text: str, out: Path, log=print, twin_size: str = "tiny
             return _run_locked(exp, text, out, device, log, build_report, record)
         except KeyboardInterrupt:  # Ctrl-C outside a training step (which stops itself with its own message)
             raise UserError(f"{out}: interrupted; finished stages are kept, {RESUME_HINT}") from None
+
+
+def check_study_data(exp: Experiment) -> None:
+    """The study's claims rest on local benchmark copies (BBQ, sycophancy, are-you-sure have no Hub path here):
+    without them its eval stages would skip every claim after the trainings ran, so refuse before anything runs."""
+    from hmxfeel.evals.data import DATA_ENV, resolve_data_dir
+
+    if exp.suite == "study" and not exp.twins and resolve_data_dir(exp.data_dir) is None:
+        raise UserError(
+            f"suite 'study' scores local benchmark copies: set {DATA_ENV} (or data_dir: in the experiment) to a "
+            "folder in the layout of shared/data (hmxfeel/evals/README.md)"
+        )
 
 
 def _run_locked(

@@ -245,6 +245,14 @@ def test_experiment_file_and_preset_arguments(tmp_path):
     fails(["report", tmp_path], str(tmp_path), "not an experiment folder")
 
 
+def test_study_without_local_data_is_refused_before_training(tmp_path, monkeypatch):
+    """Regression (session 10): without HMX_DATA_DIR the study trained its 4 adapters (~20 min), then its eval
+    stages skipped every benchmark its claims rest on, and the run 'finished'."""
+    monkeypatch.delenv("HMX_DATA_DIR", raising=False)
+    fails(["run", "--preset", "study", "--out", tmp_path / "o"], "suite 'study'", "HMX_DATA_DIR")
+    assert not (tmp_path / "o").exists()
+
+
 # ------------------------------------------------------------------------------------------------ output folders
 
 
