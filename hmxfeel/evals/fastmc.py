@@ -257,10 +257,7 @@ def _run_rows(model, rows: list[list[_Tree]], shared: int, prefix_cache) -> torc
     shared prefix's cached keys/values."""
     device = _device(model)
     ids, branch, segment, position, keep = (x.to(device) for x in _row_tensors(rows, shared))
-    cache = None
-    if prefix_cache is not None:
-        cache = copy.deepcopy(prefix_cache)
-        cache.batch_repeat_interleave(len(rows))
+    cache = _prefix_rows(prefix_cache, len(rows))
     out = model(
         input_ids=ids,
         attention_mask=_tree_mask(model, branch, segment, position, shared),
@@ -390,6 +387,16 @@ def _row_batches(lengths: list[int], budget: Budget):
         yield batch
 
 
+def _prefix_rows(prefix_cache, rows: int):
+    """A copy of the shared prefix's cache repeated for `rows` batch rows (None without a prefix); the original
+    stays for the call's other batches."""
+    if prefix_cache is None:
+        return None
+    cache = copy.deepcopy(prefix_cache)
+    cache.batch_repeat_interleave(rows)
+    return cache
+
+
 @torch.no_grad()
 def _run_prefix(model, prefix: tuple[int, ...]):
     ids = torch.tensor([prefix], dtype=torch.long, device=_device(model))
@@ -413,10 +420,7 @@ def _run_contexts(model, batch, shared: int, prefix_cache) -> _Ran:
         ids[j, : lengths[j]] = torch.tensor(ctx[shared:], device=device)
         mask[j, shared : shared + lengths[j]] = 1
     positions = (shared + torch.arange(width, device=device)).expand(len(batch), -1)
-    cache = None
-    if prefix_cache is not None:
-        cache = copy.deepcopy(prefix_cache)
-        cache.batch_repeat_interleave(len(batch))
+    cache = _prefix_rows(prefix_cache, len(batch))
     # Logits only at the position that ends each context (with right padding it differs per row).
     out = model(
         input_ids=ids,
