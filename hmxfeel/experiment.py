@@ -271,12 +271,12 @@ def run(exp: Experiment, text: str, out: Path, log=print, twin_size: str = "tiny
     from hmxfeel import models
     from hmxfeel.report import build_report
 
+    check_study_data(exp)  # before the twins replace `exp` (a dry run keeps no `twins` flag)
     record = None
     if exp.twins:  # before anything else: every later check and stage sees the twins and the shrunk settings
         from hmxfeel import twins
 
         exp, record = twins.dry_run(exp, twins.sources_folder(None if exp.twins is True else exp.twins), twin_size)
-    check_study_data(exp)
     device = exp.device or models.default_device()
     if exp.parallel > 1 and device != "cpu":
         raise UserError(

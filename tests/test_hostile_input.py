@@ -253,6 +253,28 @@ def test_study_without_local_data_is_refused_before_training(tmp_path, monkeypat
     assert not (tmp_path / "o").exists()
 
 
+def test_study_twin_dry_run_needs_no_local_data(tmp_path, monkeypatch):
+    """The data check reads the user's `twins` flag: the dry run's experiment has none (twins.dry_run clears
+    it), so a check after it refused `hmx run --preset study --twins` without local data."""
+    import dataclasses
+
+    from hmxfeel import experiment, twins
+
+    class Reached(Exception):
+        pass
+
+    def locked(_out):
+        raise Reached
+
+    monkeypatch.delenv("HMX_DATA_DIR", raising=False)
+    monkeypatch.setattr(twins, "dry_run", lambda exp, *a: (dataclasses.replace(exp, twins=False), {}))
+    monkeypatch.setattr(twins, "sources_folder", lambda _: None)
+    monkeypatch.setattr(experiment, "folder_lock", locked)
+    exp, text = experiment.load(None, "study")
+    with pytest.raises(Reached):
+        experiment.run(dataclasses.replace(exp, twins=True), text, tmp_path / "o")
+
+
 # ------------------------------------------------------------------------------------------------ output folders
 
 
