@@ -257,6 +257,11 @@ def eval_cmd(
     other_judge: bool = typer.Option(
         False, help="Allow a self-judge rubric / format other than the one that rewarded the adapter."
     ),
+    battery_dtype: str = typer.Option(
+        "same",
+        help="Battery precision: 'same' (as loaded: fp32 on CPU, the lm-eval reference's numbers), 'auto' (bf16 "
+        "where native: GPU, CPU with AVX512-BF16/AMX; faster, some answers differ), 'float32' or 'bfloat16'.",
+    ),
 ):
     """Evaluate a model (optionally + adapter): human-likeness and the benchmark battery."""
     from hmxfeel.evaluate import check_tasks
@@ -267,6 +272,7 @@ def eval_cmd(
     options = dict(suite=suite, data_dir=data_dir, limit=limit, resume=resume, judge=judge, judge_model=judge_model)
     options.update(rubric_path=rubric, prompts_path=prompts, seed=seed, device=device, humanlike_limit=humanlike_limit)
     options.update(backend=backend, judge_format=judge_format, other_judge=other_judge, tasks=tasks)
+    options.update(battery_dtype=battery_dtype)
     records = _evaluate_or_exit(model, out, str(adapter) if adapter else None, options)
     _print_eval_results(records, name, out)
 

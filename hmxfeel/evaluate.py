@@ -7,6 +7,7 @@ settings it depends on, plus a manifest) and `OUT/items/*.jsonl` (per-item recor
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,9 +238,13 @@ def evaluate(
     judge_format: str | None = None,
     other_judge: bool = False,
     tasks: list[str] | str | None = None,
+    battery_dtype: str = "same",
 ) -> list[dict]:
-    """Evaluate `model` (+ `adapter`) into `out`; `tasks` picks part of the suite (see check_tasks)."""
+    """Evaluate `model` (+ `adapter`) into `out`; `tasks` picks part of the suite (see check_tasks);
+    `battery_dtype` is the battery's precision (models.battery_dtype: same, auto, float32, bfloat16)."""
     _check_options(backend, suite, limit, humanlike_limit)
+    if battery_dtype not in models.BATTERY_DTYPES:
+        raise UserError(f"--battery-dtype must be one of {', '.join(models.BATTERY_DTYPES)}, got {battery_dtype!r}")
     tasks = check_tasks(tasks, suite)
     if adapter:
         adapter = str(adapter_folder(adapter))
@@ -251,7 +256,8 @@ def evaluate(
         run = EvalRun(model=model, out=out, adapter=adapter, suite=suite, data_dir=data_dir, limit=limit, resume=resume,
                       judge=judge, judge_model=judge_model, rubric_path=rubric_path, prompts_path=prompts_path,
                       seed=seed, device=device, humanlike_limit=humanlike_limit, backend=backend,
-                      judge_format=judge_format, other_judge=other_judge, tasks=tasks)  # fmt: skip
+                      judge_format=judge_format, other_judge=other_judge, tasks=tasks,
+                      battery_dtype=battery_dtype)  # fmt: skip
         return _evaluate(run)
 
 
@@ -324,6 +330,7 @@ class EvalRun:
     judge_format: str | None
     other_judge: bool
     tasks: list[str] | None
+    battery_dtype: str = "same"
 
 
 def _evaluate(run: EvalRun) -> list[dict]:
@@ -354,6 +361,8 @@ def _evaluate(run: EvalRun) -> list[dict]:
     if run.suite != "humanlike" and battery != []:
         lm = _vllm_lm(loaded, run.adapter) if run.backend == "vllm" else None
         engine = "lm-eval" if run.backend == "lm-eval" else "fast"
+        if run.backend != "vllm":  # vLLM loads its own weights (bf16)
+            _set_battery_dtype(loaded.model, run.battery_dtype)  # last: the human-likeness part is done by now
         records += _battery(loaded, run.suite, run.data_dir, run.limit, run.out, run.resume, run.seed, lm, battery,
                             engine)  # fmt: skip
     settings = dict(suite=run.suite, tasks=run.tasks, data_dir=run.data_dir, limit=run.limit,
@@ -386,6 +395,16 @@ def _manifest(model, loaded, adapter, settings: dict, rubric, prompt_set, versio
         "versions": versions,
         "wall_s": round(time.time() - started, 1),
     }
+
+
+def _set_battery_dtype(model, requested: str) -> None:
+    """Cast the model for the battery when `requested` asks for another precision than it was loaded in."""
+    import torch
+
+    dtype = models.battery_dtype(model, requested)
+    if dtype == torch.bfloat16 and next(model.parameters()).device.type == "cpu" and not models.cpu_has_fast_bf16():
+        print("[hmx eval] battery in bf16 on a CPU without native bf16: slower than fp32", file=sys.stderr)
+    models.cast_for_battery(model, dtype)
 
 
 def _vllm_lm(loaded, adapter):

@@ -47,6 +47,7 @@ class Experiment:
     tasks: list | None = None  # evaluation tasks (hmx eval --tasks); None = every task of the suite
     limit: int | None = None  # items per evaluation (None = the suite's limits)
     humanlike_limit: int | None = None  # eval prompts for human-likeness (None = `limit`, else all / 16 in quick)
+    battery_dtype: str = "same"  # the battery's precision (hmx eval --battery-dtype): same, auto, float32, bfloat16
     data_dir: str | None = None  # local benchmark copies (else HMX_DATA_DIR / the Hub)
     rubric: str | None = None  # rubric YAML for rewards and evaluation alike (default: the packaged one)
     judge: str | None = None  # independent judge: model spec or OpenAI-compatible URL
@@ -129,6 +130,12 @@ def _check_eval_settings(exp: Experiment, source: str) -> None:
     if exp.suite not in SUITES:
         raise UserError(f"{source}: 'suite' must be one of {', '.join(SUITES)}, got {exp.suite!r}")
     exp.tasks = check_tasks(exp.tasks, exp.suite, f"{source}: 'tasks'", "suite:")
+    from hmxfeel.models import BATTERY_DTYPES
+
+    if exp.battery_dtype not in BATTERY_DTYPES:
+        raise UserError(
+            f"{source}: 'battery_dtype' must be one of {', '.join(BATTERY_DTYPES)}, got {exp.battery_dtype!r}"
+        )
     for key in ("limit", "humanlike_limit"):
         value = getattr(exp, key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -211,6 +218,7 @@ def execute(exp: Experiment, stage: Stage, device: str) -> None:
             rubric_path=exp.rubric,
             judge_format=exp.train.get("judge_format") or None,
             tasks=exp.tasks,
+            battery_dtype=exp.battery_dtype,
         )
     else:
         from hmxfeel.train import run_is_complete, train

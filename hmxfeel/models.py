@@ -311,6 +311,10 @@ def fp32_head(head):
             super().__init__()
             self.inner = inner
 
+        @property
+        def weight(self):  # what callers read from an output layer (its size, whether it is tied)
+            return self.inner.weight
+
         def forward(self, hidden):
             return self.inner(hidden.to(self.inner.weight.dtype))
 
@@ -349,3 +353,56 @@ def judge_copy_for(loaded: Loaded, judge_dtype: str, identity: str = "frozen"):
     else:
         target = {"float32": torch.float32, "bfloat16": torch.bfloat16}[judge_dtype]
     return None if target == current else load_judge_copy(loaded, target)
+
+
+# ---------------------------------------------------------------- the battery's precision
+
+BATTERY_DTYPES = ("same", "auto", "float32", "bfloat16")
+
+
+def battery_dtype(model, requested: str):
+    """The dtype the benchmark battery runs in for `requested`: 'same' keeps the model's (fp32 on CPU, bf16 on GPU),
+    'auto' is bf16 where the hardware computes it natively (a GPU, a CPU with AVX512-BF16 or AMX) and the model's
+    otherwise, 'float32' / 'bfloat16' as named."""
+    import torch
+
+    if requested not in BATTERY_DTYPES:
+        raise UserError(f"unknown battery dtype '{requested}' (choose from {', '.join(BATTERY_DTYPES)})")
+    current = next(model.parameters()).dtype
+    if requested == "auto":
+        native = next(model.parameters()).device.type != "cpu" or cpu_has_fast_bf16()
+        return torch.bfloat16 if native else current
+    return {"same": current, "float32": torch.float32, "bfloat16": torch.bfloat16}[requested]
+
+
+def cast_for_battery(model, dtype) -> None:
+    """Cast `model` (a PeftModel too) to `dtype` in place. Going from fp32 to bf16 the output layer keeps an fp32
+    copy of its weights (untied from the input embeddings) and projects in fp32: log-likelihoods are sums of
+    log-softmax values whose resolution bf16 logits (8 bits of mantissa) would spoil, while the body's matmuls,
+    nearly all of the work, run in bf16."""
+    import torch
+
+    if next(model.parameters()).dtype == dtype:
+        return
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings()
+    keep = dtype == torch.bfloat16 and head is not None and head.weight.dtype == torch.float32
+    if keep:
+        fp32 = torch.nn.Linear(
+            head.in_features, head.out_features, bias=head.bias is not None, device=head.weight.device
+        )
+        fp32.load_state_dict(head.state_dict())  # a copy: the tied input embeddings go to bf16 with the body
+        fp32.requires_grad_(False)
+    model.to(dtype)
+    if keep:
+        base.set_output_embeddings(fp32_head(fp32))
+        base.config.tie_word_embeddings = False  # else lm-eval's HFLM re-ties it (`tie_weights()`) to the bf16 copy
+
+
+def dtype_label(model) -> str:
+    """The precision a model computes in, for the records: 'float32', or 'bfloat16 (output layer float32)'."""
+    body = str(next(model.parameters()).dtype).removeprefix("torch.")
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    head_dtype = str(head.weight.dtype).removeprefix("torch.") if head is not None else body
+    return body if head_dtype == body else f"{body} (output layer {head_dtype})"

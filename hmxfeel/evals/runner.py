@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from hmxfeel import models
 from hmxfeel.errors import UserError
 from hmxfeel.evals import data as data_mod
 from hmxfeel.evals import lmeval, metrics
@@ -187,6 +188,7 @@ class Battery:
         self.batch_size, self.log = batch_size, log
         self.data_dir = data_mod.resolve_data_dir(data_dir)
         self.model_info = model_info or model_fingerprint(model)
+        self.dtype = models.dtype_label(model)  # a battery in bf16 is another measurement: resume must not mix them
         self.chat = lmeval.chat_settings(tokenizer, family)
         self._lm = self._upstream_lm = None
         self.injected = False  # an lm handed in by the caller scores everything
@@ -221,7 +223,7 @@ class Battery:
 
         return {"suite": self.suite, "limit": self.n_for(eval_name), "seed": self.seed,
                 "data_dir": str(self.data_dir) if self.data_dir else None, "chat": self.chat,
-                "model": self.model_info, "prompt_version": PROMPT_VERSION,
+                "model": self.model_info, "dtype": self.dtype, "prompt_version": PROMPT_VERSION,
                 "lm_eval": getattr(lm_eval, "__version__", "?"), **extra}  # fmt: skip
 
     def store(self, eval_name: str, settings: dict) -> ItemStore:
