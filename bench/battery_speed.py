@@ -11,6 +11,10 @@ last two columns compare letter probabilities and both picks. Floor: the FLOPs t
 token of the call through the transformer once, vocabulary logits only where a token is scored) divided by the
 matmul rate measured in the same process; "% of floor" = floor time / measured time.
 The CPU (model, ISA flags torch dispatches to) is printed with the numbers.
+
+bf16 columns (`hmx eval --battery-dtype auto` where the CPU computes bf16 natively, or `--bf16` to force): the fast
+engine on a bf16 copy (fp32 output layer), timed in the same run, its answers and log-likelihoods compared with
+lm-eval's fp32 ones: what the faster precision changes.
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ def read_flops(model, contexts: list[list[int]], added: list[list[int]]) -> floa
     return 2 * body * tokens + 2 * head * (len(contexts) + len(added))
 
 
-def time_are_you_sure(loaded, data: Path, n: int, engine: str, before_timing=lambda: None) -> tuple[float, list]:
+def time_are_you_sure(loaded, data: Path, n: int, engine: str, before_timing=lambda: None, model=None):
     """The are-you-sure probe on `n` TruthfulQA MC1 items (after 4 warm-up items) with one of its engines; the
     plain one in the batches `hmx eval --backend lm-eval` uses (8), the fast one in its chunks (64)."""
     from hmxfeel.evals import areyousure
@@ -97,16 +101,16 @@ def time_are_you_sure(loaded, data: Path, n: int, engine: str, before_timing=lam
 
     items = data_mod.select(data_mod.truthfulqa_mc1(data), n + 4, seed=0)
     batch = 64 if engine == "fast" else 8
-    run = areyousure.run
-    run(loaded.model, loaded.tokenizer, loaded.family, items[:4], lambda rows: None, batch_size=batch, engine=engine)
+    run, model = areyousure.run, model or loaded.model
+    run(model, loaded.tokenizer, loaded.family, items[:4], lambda rows: None, batch_size=batch, engine=engine)
     before_timing()
     rows: list = []
     t0 = time.perf_counter()
-    run(loaded.model, loaded.tokenizer, loaded.family, items[4:], rows.extend, batch_size=batch, engine=engine)
+    run(model, loaded.tokenizer, loaded.family, items[4:], rows.extend, batch_size=batch, engine=engine)
     return time.perf_counter() - t0, rows
 
 
-def are_you_sure_row(loaded, data: Path, n: int, gflops: float) -> dict:
+def are_you_sure_row(loaded, data: Path, n: int, gflops: float, bf16=None) -> dict:
     """Both engines of the are-you-sure probe side by side (same items; picks and letter probabilities compared);
     the floor counts the reads the fast engine was asked for (first prompts, and the second turns' added tokens)."""
     from hmxfeel.evals import fastmc
@@ -134,7 +138,15 @@ def are_you_sure_row(loaded, data: Path, n: int, gflops: float) -> dict:
     keys = ("probs_before", "probs_after")
     diff = max(abs(x - y) for a, b in zip(fast, ref) for k in keys for x, y in zip(a[k], b[k]))
     same = sum(a["pred_before"] == b["pred_before"] and a["pred_after"] == b["pred_after"] for a, b in zip(fast, ref))
-    return {"task": "are_you_sure", "items": n, "lm_eval_items_s": n / t_ref, "fast_items_s": n / t_fast,
+    extra = {}
+    if bf16 is not None:
+        t_b, b16 = time_are_you_sure(loaded, data, n, "fast", model=bf16)
+        diff_b = max(abs(x - y) for a, b in zip(b16, ref) for k in keys for x, y in zip(a[k], b[k]))
+        same_b = sum(
+            a["pred_before"] == b["pred_before"] and a["pred_after"] == b["pred_after"] for a, b in zip(b16, ref)
+        )
+        extra = {"bf16_items_s": n / t_b, "bf16_ratio": t_ref / t_b, "bf16_max_abs_dll": diff_b, "bf16_same": same_b}
+    return {**extra, "task": "are_you_sure", "items": n, "lm_eval_items_s": n / t_ref, "fast_items_s": n / t_fast,
             "ratio": t_ref / t_fast, "floor_items_s": n / floor_s, "fast_pct_floor": 100 * floor_s / t_fast,
             "lm_eval_pct_floor": 100 * floor_s / t_ref, "max_abs_dll": diff, "same_choice": same}  # fmt: skip
 
@@ -143,9 +155,33 @@ def print_row(row: dict) -> None:
     print(
         f"{row['task']:20} {row['items']:5d} {row['lm_eval_items_s']:12.2f} {row['fast_items_s']:9.2f} "
         f"{row['ratio']:6.2f} {row['floor_items_s']:10.2f} {row['fast_pct_floor']:11.0f}% {row['max_abs_dll']:9.1e} "
-        f"{row['same_choice']:3d}/{row['items']}",
+        f"{row['same_choice']:3d}/{row['items']}"
+        + (
+            f" | bf16 {row['bf16_items_s']:6.2f} it/s {row['bf16_ratio']:5.2f}x "
+            f"|dLL| {row['bf16_max_abs_dll']:.1e} same {row['bf16_same']}/{row['items']}"
+            if "bf16_items_s" in row
+            else ""
+        ),
         flush=True,
     )
+
+
+def bf16_copy(torch, models):
+    """The embedded model as `--battery-dtype bfloat16` runs it: bf16 body, fp32 output layer."""
+    copy = models.load("embedded", device="cpu", dtype=torch.float32).model
+    models.cast_for_battery(copy, torch.bfloat16)
+    return copy
+
+
+def bf16_cols(lmeval, lm, task, docs, ref) -> dict:
+    """The bf16 engine on the same docs, compared with lm-eval's fp32 answers."""
+    t_b, samples = time_engine(lmeval, lm, task, docs)
+    lls = [(lmeval.loglikelihoods(a), lmeval.loglikelihoods(b)) for a, b in zip(samples, ref)]
+    return {
+        "bf16_s": t_b,
+        "bf16_max_abs_dll": max(abs(x - y) for a, b in lls for x, y in zip(a, b)),
+        "bf16_same": sum(a.index(max(a)) == b.index(max(b)) for a, b in lls),
+    }
 
 
 def main(argv=None) -> int:
@@ -154,6 +190,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--out", help="also write the rows as JSON here")
     ap.add_argument("--only", help="comma-separated tasks to time (local task names, are_you_sure); default all")
+    ap.add_argument("--bf16", action="store_true", help="bf16 columns even where `auto` would keep fp32")
     args = ap.parse_args(argv)
     data = Path(args.data_dir)
     if not data.is_dir():
@@ -169,6 +206,11 @@ def main(argv=None) -> int:
     info = {**cpu_info(torch), "matmul_gflops": round(matmul_gflops(torch), 1)}
     print(json.dumps(info))
     lms = {e: lmeval.make_lm(loaded.model, loaded.tokenizer, loaded.family, engine=e) for e in lmeval.ENGINES}
+    bf16 = None
+    if args.bf16 or models.battery_dtype(loaded.model, "auto") == torch.bfloat16:
+        bf16 = bf16_copy(torch, models)
+        lms["bf16"] = lmeval.make_lm(bf16, loaded.tokenizer, loaded.family, engine="fast")
+    info["bf16_columns"] = bf16 is not None
     captured: list = []
     real = fastmc.loglikelihoods
 
@@ -193,6 +235,9 @@ def main(argv=None) -> int:
         fastmc.loglikelihoods, captured[:] = capture, []
         t_fast, fast = time_engine(lmeval, lms["fast"], task, docs)
         fastmc.loglikelihoods = real
+        extra = bf16_cols(lmeval, lms["bf16"], task, docs, ref) if bf16 is not None else {}
+        if extra:
+            extra.update(bf16_items_s=len(docs) / extra["bf16_s"], bf16_ratio=t_ref / extra["bf16_s"])
         floor_s = sum(needed_flops(loaded.model, p) for p in captured) / (info["matmul_gflops"] * 1e9)
         lls = [(lmeval.loglikelihoods(a), lmeval.loglikelihoods(b)) for a, b in zip(fast, ref)]
         diff = max(abs(x - y) for a, b in lls for x, y in zip(a, b))
@@ -209,15 +254,19 @@ def main(argv=None) -> int:
             "lm_eval_pct_floor": 100 * floor_s / t_ref,
             "max_abs_dll": diff,
             "same_choice": same,
+            **extra,
         }
         rows.append(row)
         print_row(row)
     if not only or "are_you_sure" in only:  # its own scorer: "lm-eval" column = the plain forward it uses there
-        rows.append(are_you_sure_row(loaded, data, args.items, info["matmul_gflops"]))
+        rows.append(are_you_sure_row(loaded, data, args.items, info["matmul_gflops"], bf16))
         print_row(rows[-1])
     total_ref = sum(r["items"] / r["lm_eval_items_s"] for r in rows)
     total_fast = sum(r["items"] / r["fast_items_s"] for r in rows)
     print(f"# all tasks: lm-eval {total_ref:.1f} s, fast {total_fast:.1f} s, ratio {total_ref / total_fast:.2f}")
+    if bf16 is not None:
+        total_b = sum(r["items"] / r["bf16_items_s"] for r in rows)
+        print(f"# all tasks: bf16 fast {total_b:.1f} s, ratio to lm-eval fp32 {total_ref / total_b:.2f}")
     if args.out:
         Path(args.out).write_text(json.dumps({"machine": info, "rows": rows}, indent=1) + "\n")
     return 0
