@@ -366,7 +366,7 @@ def _evaluate(run: EvalRun) -> list[dict]:
         records += _battery(loaded, run.suite, run.data_dir, run.limit, run.out, run.resume, run.seed, lm, battery,
                             engine)  # fmt: skip
     settings = dict(suite=run.suite, tasks=run.tasks, data_dir=run.data_dir, limit=run.limit,
-                    humanlike_limit=human_limit, seed=run.seed)  # fmt: skip
+                    humanlike_limit=human_limit, seed=run.seed, battery_dtype=run.battery_dtype)  # fmt: skip
     manifest = _manifest(run.model, loaded, run.adapter, settings, rubric, prompt_set, versions(), started)
     atomic_write_json(run.out / "results.json", {"manifest": manifest, "records": records})
     return records
@@ -388,7 +388,7 @@ def _manifest(model, loaded, adapter, settings: dict, rubric, prompt_set, versio
         "model": model,
         "model_path": loaded.path,
         "adapter": str(adapter) if adapter else None,
-        **settings,  # suite, tasks, data_dir, limit, humanlike_limit, seed
+        **settings,  # suite, tasks, data_dir, limit, humanlike_limit, seed, battery_dtype
         "rubric_sha256": rubric.sha256,
         "prompts_sha256": prompt_set.sha256 if prompt_set else None,
         "chat_template_kwargs": loaded.family.chat_template_kwargs,

@@ -93,6 +93,7 @@ def test_cli_records_the_precision_and_refuses_to_resume_across_it(smol_twin, tm
     assert result.exit_code == 0, result.output
     settings = _settings(out)
     assert {s["dtype"] for s in settings.values()} == {"bfloat16 (output layer float32)"}
+    assert json.loads((out / "results.json").read_text())["manifest"]["battery_dtype"] == "bfloat16"
     rows = (out / "items" / "self_awareness.jsonl").read_text()
     # Resuming the same folder in fp32 would mix two measurements: refused in one line, nothing rewritten.
     again = _eval(smol_twin, out, "--resume")
