@@ -243,14 +243,13 @@ def evaluate(
     """Evaluate `model` (+ `adapter`) into `out`; `tasks` picks part of the suite (see check_tasks);
     `battery_dtype` is the battery's precision (models.battery_dtype: same, auto, float32, bfloat16)."""
     _check_options(backend, suite, limit, humanlike_limit)
-    if battery_dtype not in models.BATTERY_DTYPES:
-        raise UserError(f"--battery-dtype must be one of {', '.join(models.BATTERY_DTYPES)}, got {battery_dtype!r}")
     tasks = check_tasks(tasks, suite)
     if adapter:
         adapter = str(adapter_folder(adapter))
     out = Path(out)
     if device is not None:
         device = models.check_device(device)
+    _check_battery_dtype(battery_dtype, backend, device)
     with folder_lock(out):  # one writer per eval folder; the lock goes with this process, even when killed
         _check_eval_folder(out, model, adapter, resume)
         run = EvalRun(model=model, out=out, adapter=adapter, suite=suite, data_dir=data_dir, limit=limit, resume=resume,
@@ -275,6 +274,14 @@ def _check_options(backend: str, suite: str, limit: int | None, humanlike_limit:
     for name, value in (("--limit", limit), ("--humanlike-limit", humanlike_limit)):
         if value is not None and value < 1:
             raise UserError(f"{name} must be >= 1, got {value}")
+
+
+def _check_battery_dtype(battery_dtype: str, backend: str, device: str | None) -> None:
+    """Refuse a precision the run cannot honour, before anything loads."""
+    if battery_dtype not in models.BATTERY_DTYPES:
+        raise UserError(f"--battery-dtype must be one of {', '.join(models.BATTERY_DTYPES)}, got {battery_dtype!r}")
+    if battery_dtype == "float32" and (backend == "vllm" or (device or models.default_device()) != "cpu"):
+        raise UserError("--battery-dtype float32 needs the CPU: on a GPU (and in vLLM) the model is loaded in bf16")
 
 
 def _check_eval_folder(out: Path, model: str, adapter, resume: bool) -> None:
@@ -359,12 +366,7 @@ def _evaluate(run: EvalRun) -> list[dict]:
                       judge_format=judge_format)  # fmt: skip
         records += _humanlike(loaded, rubric, prompt_set, run.out, run.judge, run.judge_model, run.device, **run_kw)
     if run.suite != "humanlike" and battery != []:
-        lm = _vllm_lm(loaded, run.adapter) if run.backend == "vllm" else None
-        engine = "lm-eval" if run.backend == "lm-eval" else "fast"
-        if run.backend != "vllm":  # vLLM loads its own weights (bf16)
-            _set_battery_dtype(loaded.model, run.battery_dtype)  # last: the human-likeness part is done by now
-        records += _battery(loaded, run.suite, run.data_dir, run.limit, run.out, run.resume, run.seed, lm, battery,
-                            engine)  # fmt: skip
+        records += _battery(run, loaded, battery)  # last: it may cast the model to another precision
     settings = dict(suite=run.suite, tasks=run.tasks, data_dir=run.data_dir, limit=run.limit,
                     humanlike_limit=human_limit, seed=run.seed, battery_dtype=run.battery_dtype)  # fmt: skip
     manifest = _manifest(run.model, loaded, run.adapter, settings, rubric, prompt_set, versions(), started)
@@ -417,20 +419,29 @@ def _vllm_lm(loaded, adapter):
     return VLLM(**kwargs)
 
 
-def _battery(loaded, suite, data_dir, limit, out, resume, seed, lm=None, evals=None, engine="fast") -> list[dict]:
-    from hmxfeel.evals.runner import run_battery
+def _battery(run: EvalRun, loaded, evals: list[str] | None) -> list[dict]:
+    """The benchmark battery, in the precision `run.battery_dtype` asks for (the model is cast in place)."""
+    from hmxfeel.evals.runner import model_fingerprint, run_battery
 
+    lm, dtype, info = None, None, None
+    if run.backend == "vllm":  # vLLM loads its own weights, in bf16
+        lm, dtype = _vllm_lm(loaded, run.adapter), "bfloat16 (vLLM)"
+    else:
+        info = model_fingerprint(loaded.model)  # before the cast: an adapter keeps its identity in any precision
+        _set_battery_dtype(loaded.model, run.battery_dtype)
     return run_battery(
         loaded.model,
         loaded.tokenizer,
         loaded.family,
-        suite=suite,
-        data_dir=data_dir,
-        limit=limit,
-        out_dir=out,
-        resume=resume,
-        seed=seed,
+        suite=run.suite,
+        data_dir=run.data_dir,
+        limit=run.limit,
+        out_dir=run.out,
+        resume=run.resume,
+        seed=run.seed,
         lm=lm,
         evals=evals,
-        engine=engine,
+        engine="lm-eval" if run.backend == "lm-eval" else "fast",
+        model_info=info,
+        dtype=dtype,
     )

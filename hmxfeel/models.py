@@ -369,6 +369,8 @@ def battery_dtype(model, requested: str):
     if requested not in BATTERY_DTYPES:
         raise UserError(f"unknown battery dtype '{requested}' (choose from {', '.join(BATTERY_DTYPES)})")
     current = next(model.parameters()).dtype
+    if requested == "float32" and current != torch.float32:  # upcast bf16 weights are not the fp32 checkpoint
+        raise UserError(f"--battery-dtype float32: the model was loaded in {str(current).removeprefix('torch.')}")
     if requested == "auto":
         native = next(model.parameters()).device.type != "cpu" or cpu_has_fast_bf16()
         return torch.bfloat16 if native else current
@@ -376,23 +378,21 @@ def battery_dtype(model, requested: str):
 
 
 def cast_for_battery(model, dtype) -> None:
-    """Cast `model` (a PeftModel too) to `dtype` in place. Going from fp32 to bf16 the output layer keeps an fp32
-    copy of its weights (untied from the input embeddings) and projects in fp32: log-likelihoods are sums of
+    """Cast `model` (a PeftModel too) to `dtype` in place. Going from fp32 to bf16 a plain output layer keeps an
+    fp32 copy of its weights (untied from the input embeddings) and projects in fp32: log-likelihoods are sums of
     log-softmax values whose resolution bf16 logits (8 bits of mantissa) would spoil, while the body's matmuls,
-    nearly all of the work, run in bf16."""
+    nearly all of the work, run in bf16. An output layer an adapter wraps (LoRA on it, `modules_to_save`) is cast
+    with the rest (`dtype_label` then says bf16 throughout)."""
+    import copy
+
     import torch
 
     if next(model.parameters()).dtype == dtype:
         return
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = base.get_output_embeddings()
-    keep = dtype == torch.bfloat16 and head is not None and head.weight.dtype == torch.float32
-    if keep:
-        fp32 = torch.nn.Linear(
-            head.in_features, head.out_features, bias=head.bias is not None, device=head.weight.device
-        )
-        fp32.load_state_dict(head.state_dict())  # a copy: the tied input embeddings go to bf16 with the body
-        fp32.requires_grad_(False)
+    keep = dtype == torch.bfloat16 and type(head) is torch.nn.Linear and head.weight.dtype == torch.float32
+    fp32 = copy.deepcopy(head).requires_grad_(False) if keep else None  # the tied embeddings go bf16 with the body
     model.to(dtype)
     if keep:
         base.set_output_embeddings(fp32_head(fp32))

@@ -110,3 +110,80 @@ def test_cli_refuses_an_unknown_precision(smol_twin, tmp_path):
     assert result.exit_code == 2
     assert "--battery-dtype must be one of same, auto, float32, bfloat16, got 'half'" in result.output
     assert not any(tmp_path.iterdir())
+
+
+def test_a_cast_model_is_not_retied(smol_twin):
+    """Regression: lm-eval's HFLM calls tie_weights(); the fp32 output layer must survive it, untied."""
+    model = fresh(smol_twin)
+    models.cast_for_battery(model, torch.bfloat16)
+    model.tie_weights()
+    head = model.get_output_embeddings()
+    assert head.weight.dtype == torch.float32 and head.weight is not model.get_input_embeddings().weight
+
+
+def test_the_battery_is_cast_after_the_humanlike_part_and_keeps_the_adapter_identity(smol_twin, tmp_path, monkeypatch):
+    """Human-likeness generates and judges in the loaded precision; only then is the model cast. The adapter's
+    fingerprint is taken before the cast, so one adapter has one identity in every precision."""
+    from peft import LoraConfig, get_peft_model
+
+    from hmxfeel import evaluate
+    from hmxfeel.evals import runner as runner_mod
+
+    seen = {}
+    adapter = tmp_path / "adapter"
+    get_peft_model(fresh(smol_twin), LoraConfig(r=2, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter)
+
+    def humanlike(loaded, *args, **kwargs):
+        seen["humanlike"] = next(loaded.model.parameters()).dtype
+        seen["fp32 identity"] = runner_mod.model_fingerprint(loaded.model)
+        return []
+
+    def battery(model, *args, model_info=None, **kwargs):
+        seen["battery"], seen["identity"] = models.dtype_label(model), model_info
+        return []
+
+    monkeypatch.setattr(evaluate, "_humanlike", humanlike)
+    monkeypatch.setattr(runner_mod, "run_battery", battery)
+    evaluate.evaluate(str(smol_twin), tmp_path / "ev", adapter=str(adapter), device="cpu", battery_dtype="bfloat16")
+    assert seen["humanlike"] == torch.float32
+    assert seen["battery"] == "bfloat16 (output layer float32)"
+    assert seen["identity"]["adapter_sha256"] == seen["fp32 identity"]["adapter_sha256"]
+
+
+def test_float32_is_refused_where_the_model_loads_in_bf16(monkeypatch):
+    from hmxfeel import evaluate
+
+    with pytest.raises(UserError, match="float32 needs the CPU"):
+        evaluate._check_battery_dtype("float32", "hf", "cuda")
+    monkeypatch.setattr(models, "default_device", lambda: "cuda")
+    with pytest.raises(UserError, match="float32 needs the CPU"):
+        evaluate._check_battery_dtype("float32", "hf", None)
+    evaluate._check_battery_dtype("auto", "hf", None)  # bf16 there anyway: nothing to refuse
+
+
+def test_the_experiment_key_is_checked_and_reaches_each_eval_stage(smol_twin, tmp_path, monkeypatch):
+    from hmxfeel import evaluate, experiment
+
+    with pytest.raises(UserError, match="'battery_dtype' must be one of same, auto, float32, bfloat16, got 'bf16'"):
+        experiment.parse({"models": [{"model": "embedded"}], "battery_dtype": "bf16"}, "exp.yaml")
+    exp = experiment.parse({"models": [{"model": str(smol_twin)}], "battery_dtype": "auto"}, "exp.yaml")
+    calls = []
+    monkeypatch.setattr(evaluate, "evaluate", lambda *args, **kwargs: calls.append(kwargs))
+    stage = experiment.Stage("twin/eval-base", "eval", str(smol_twin), tmp_path / "eval-base")
+    experiment.execute(exp, stage, "cpu")
+    assert calls[0]["battery_dtype"] == "auto"
+
+
+def test_items_stored_before_the_precision_was_recorded_still_resume(tmp_path):
+    """Stores written before `dtype` joined the fingerprint were fp32: they resume under float32, not bf16."""
+    from hmxfeel.evals.store import ItemStore
+    from hmxfeel.io import sha256_json
+
+    old = {"seed": 0, "model": {"model": "m"}}
+    store = ItemStore(tmp_path, "bbq", old, resume=False)
+    store.add([{"id": "a", "pred": 1}])
+    meta = json.loads(store.meta_path.read_text())
+    assert meta == {"fingerprint": old, "fingerprint_sha256": sha256_json(old)}  # as an earlier version wrote it
+    assert ItemStore(tmp_path, "bbq", {**old, "dtype": "float32"}, resume=True).done() == {"a"}
+    with pytest.raises(UserError, match=r"other settings \(dtype\)"):
+        ItemStore(tmp_path, "bbq", {**old, "dtype": "bfloat16 (output layer float32)"}, resume=True)

@@ -351,6 +351,7 @@ def run_battery(
     log: Callable[[str], None] | None = None,
     lm=None,
     engine: str = "fast",
+    dtype: str | None = None,
 ) -> list[dict]:
     """Run the battery; returns the metric records and writes them to `out_dir/battery.json`.
 
@@ -358,6 +359,7 @@ def run_battery(
     subset of EVALS. `model_info` replaces the weights fingerprint in the settings (e.g. {"model": spec,
     "adapter": dir}). `lm` is an lm-eval LM to score with instead of wrapping `model` (tests, other backends).
     `engine` computes the local tasks' log-likelihoods: "fast" (fastmc.py) or "lm-eval" (HFLM's own loop).
+    `dtype` names the precision in the records when `lm` computes in another than `model` (default: the model's).
     A UserError is raised only for bad arguments or a refused resume; any data or scoring
     problem of one evaluation becomes a skipped record (errors are logged to `out_dir/errors.log`).
     """
@@ -369,6 +371,7 @@ def run_battery(
     if engine not in lmeval.ENGINES:
         raise UserError(f"unknown scoring engine '{engine}' (choose from {', '.join(lmeval.ENGINES)})")
     battery._lm, battery.engine, battery.injected = lm, engine, lm is not None
+    battery.dtype = dtype or battery.dtype
     records: list[dict] = []
     timing: dict[str, float] = {}
     was_training = model.training

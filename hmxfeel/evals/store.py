@@ -4,6 +4,8 @@
 holds the settings fingerprint the items were produced under. Resuming under a different fingerprint (another
 model, adapter, data folder, seed, chat template, prompt version) is refused: mixing would corrupt the paired
 comparison. The item limit is not part of the fingerprint, because item selection is prefix-stable.
+A setting added to the fingerprint later has its value then in LEGACY: items stored before it existed were
+produced under that value, so they still resume (and only then).
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from pathlib import Path
 
 from hmxfeel.errors import UserError
 from hmxfeel.io import append_jsonl, atomic_write_json, atomic_write_text, sha256_json
+
+# Fingerprint keys added after items may already have been stored, with the value every earlier version used.
+# The battery's precision: CPU evaluations were fp32 (a GPU one, bf16, is refused: the safe side).
+LEGACY = {"dtype": "float32"}
 
 
 class ItemStore:
@@ -25,6 +31,9 @@ class ItemStore:
         self._rows: dict[str, dict] = {}
         if resume and self.path.exists():
             old = json.loads(self.meta_path.read_text()) if self.meta_path.exists() else {}
+            if "fingerprint" in old:
+                old["fingerprint"] = {**{k: v for k, v in LEGACY.items() if k in fingerprint}, **old["fingerprint"]}
+                old["fingerprint_sha256"] = sha256_json(old["fingerprint"])
             if old.get("fingerprint_sha256") != key:
                 changed = sorted(
                     k
