@@ -259,8 +259,9 @@ def eval_cmd(
     ),
     battery_dtype: str = typer.Option(
         "same",
-        help="Battery precision: 'same' (as loaded: fp32 on CPU, the lm-eval reference's numbers), 'auto' (bf16 "
-        "where native: GPU, CPU with AVX512-BF16/AMX; faster, some answers differ), 'float32' or 'bfloat16'.",
+        help="Battery precision: 'same' (as loaded: fp32 on CPU, the lm-eval reference's numbers; bf16 on GPU), "
+        "'auto' (bf16 where native: GPU, CPU with AVX512-BF16/AMX; ~1.7x faster on CPU, some picks differ), "
+        "'float32' (CPU) or 'bfloat16'.",
     ),
 ):
     """Evaluate a model (optionally + adapter): human-likeness and the benchmark battery."""
