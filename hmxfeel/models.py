@@ -301,6 +301,11 @@ def cpu_has_fast_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def base_of(model):
+    """The transformers model itself: under a PEFT wrapper, the model the adapter was put on."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def fp32_head(head):
     """Wrap an output layer so bf16 hidden states are projected in the layer's own (fp32) precision: judge scores
     keep a fine resolution while the body runs in bf16."""
@@ -333,7 +338,7 @@ def load_judge_copy(loaded: Loaded, dtype) -> object:
     copy = AutoModelForCausalLM.from_pretrained(loaded.path, dtype=dtype).to(device)
     for p in copy.parameters():
         p.requires_grad_(False)
-    base = loaded.model.get_base_model() if hasattr(loaded.model, "get_base_model") else loaded.model
+    base = base_of(loaded.model)
     copy.set_output_embeddings(fp32_head(base.get_output_embeddings()))  # shared with the policy, not copied
     copy.eval()
     return copy
@@ -389,7 +394,7 @@ def cast_for_battery(model, dtype) -> None:
 
     if next(model.parameters()).dtype == dtype:
         return
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_of(model)
     head = base.get_output_embeddings()
     keep = dtype == torch.bfloat16 and type(head) is torch.nn.Linear and head.weight.dtype == torch.float32
     fp32 = copy.deepcopy(head).requires_grad_(False) if keep else None  # the tied embeddings go bf16 with the body
@@ -402,7 +407,7 @@ def cast_for_battery(model, dtype) -> None:
 def dtype_label(model) -> str:
     """The precision a model computes in, for the records: 'float32', or 'bfloat16 (output layer float32)'."""
     body = str(next(model.parameters()).dtype).removeprefix("torch.")
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_of(model)
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     head_dtype = str(head.weight.dtype).removeprefix("torch.") if head is not None else body
     return body if head_dtype == body else f"{body} (output layer {head_dtype})"

@@ -120,7 +120,7 @@ def model_fingerprint(model) -> dict:
     """What identifies the weights being evaluated: base name/path, and the adapter's config and content hash."""
     import hashlib
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = models.base_of(model)
     info = {"model": getattr(base.config, "_name_or_path", type(base).__name__), "class": type(base).__name__}
     peft_config = getattr(model, "peft_config", None)
     if peft_config:
